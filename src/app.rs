@@ -1,0 +1,205 @@
+//! Building the application: the router with its middleware, and serving it (HTTP or HTTPS) with
+//! graceful shutdown.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware,
+    response::Response,
+};
+use axum_server::{Handle, tls_rustls::RustlsConfig};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    timeout::TimeoutLayer,
+};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{
+    apikeys, auth,
+    config::Config,
+    db,
+    error::{ApiError, error_response},
+    health,
+    http::{idempotency, metrics, pretty, request_id},
+    openapi::ApiDoc,
+    organizations,
+    state::AppState,
+    users,
+};
+
+/// Every documented API route, with its OpenAPI description.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::routes::router())
+        .merge(users::routes::router())
+        .merge(organizations::routes::router())
+        .merge(apikeys::routes::router())
+}
+
+async fn no_such_endpoint() -> ApiError {
+    ApiError::NotFound("endpoint")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error".into(), Vec::new())
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&String> = origins.iter().filter(|o| !o.trim().is_empty()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o.trim() == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([header::ETAG, header::RETRY_AFTER, HeaderName::from_static("x-request-id")]),
+    )
+}
+
+/// The whole application for one replica.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let (api, document) = api_routes().split_for_parts();
+    let api = api
+        .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::replay_or_record))
+        .route_layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.request_timeout_seconds),
+        ));
+    let middleware = ServiceBuilder::new()
+        .layer(middleware::from_fn(request_id::request_context))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            HeaderName::from_static("x-api-key"),
+        ]))
+        .option_layer(cors(&config.cors_origins))
+        .layer(CompressionLayer::new())
+        .layer(middleware::from_fn(pretty::pretty_json));
+    Router::new()
+        .merge(api)
+        .merge(health::router())
+        .merge(SwaggerUi::new("/docs").url("/api/openapi.json", document))
+        .fallback(no_such_endpoint)
+        .layer(middleware)
+        .with_state(state)
+}
+
+/// A replica that is serving: its address, its state, and the means to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    handle: Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish (up to `grace`), then returns.
+    pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
+        self.handle.graceful_shutdown(Some(grace));
+        self.task.await.context("server task")?.context("server")?;
+        Ok(())
+    }
+
+    /// Stops at once, as a crash would (tests of what survives one).
+    pub fn abort(self) {
+        self.handle.shutdown();
+        self.task.abort();
+    }
+}
+
+/// Connects, migrates, bootstraps the first user, and starts serving on `config.listen`.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    db::create_database_if_missing(&config.database_url).await?;
+    let pool = db::connect(&config).await?;
+    db::migrate(&pool).await?;
+    let state = AppState::build(config, pool).await?;
+    users::bootstrap::ensure_first_owner(&state).await?;
+
+    let listener = std::net::TcpListener::bind(state.config.listen)
+        .with_context(|| format!("cannot listen on {}", state.config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let service = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = Handle::new();
+    let task = match (&state.config.tls_cert, &state.config.tls_key) {
+        (Some(cert), Some(key)) => {
+            // Several servers may start in one process (tests); only the first install counts.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .context("reading EDGEFLOW_TLS_CERT / EDGEFLOW_TLS_KEY")?;
+            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+            tokio::spawn(server.serve(service))
+        }
+        _ => {
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            tokio::spawn(server.serve(service))
+        }
+    };
+    Ok(RunningServer { addr, state, handle, task })
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    let scheme = if server.state.config.tls_enabled() { "https" } else { "http" };
+    tracing::info!(
+        "EdgeFlow Control Center listening on {scheme}://{} (API docs at /docs)",
+        server.addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    server.shutdown(Duration::from_secs(30)).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+

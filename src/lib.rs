@@ -1,0 +1,15 @@
+//! EdgeFlow Control Center: the control plane for fleets of edge nodes running data flows.
+
+pub mod apikeys;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod http;
+pub mod openapi;
+pub mod organizations;
+pub mod state;
+pub mod users;

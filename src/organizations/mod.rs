@@ -1,0 +1,4 @@
+//! Organizations, their members and identity providers.
+
+pub mod routes;
+pub mod store;
