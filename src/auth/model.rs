@@ -1,8 +1,9 @@
 //! Request and answer bodies of `/api/authentication`.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use crate::http::time::Timestamp;
 use uuid::Uuid;
 
 use super::roles::Role;
@@ -40,10 +41,10 @@ pub struct TokenResponse {
     pub token: String,
     #[schema(example = "Bearer")]
     pub token_type: String,
-    pub expires_at: DateTime<Utc>,
+    pub expires_at: Timestamp,
     /// Trade it at `/api/authentication/refresh` for new tokens; each works once.
     pub refresh_token: String,
-    pub refresh_expires_at: DateTime<Utc>,
+    pub refresh_expires_at: Timestamp,
     pub session_id: Uuid,
     pub user_id: Uuid,
     pub organization_id: Uuid,
@@ -62,7 +63,7 @@ pub struct TokenInfo {
     pub api_key_id: Option<Uuid>,
     pub organization_id: Uuid,
     pub role: Role,
-    pub issued_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub session_expires_at: Option<DateTime<Utc>>,
+    pub issued_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub session_expires_at: Option<Timestamp>,
 }

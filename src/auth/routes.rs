@@ -242,9 +242,9 @@ async fn refresh(
     Ok(Json(TokenResponse {
         token,
         token_type: "Bearer".into(),
-        expires_at,
+        expires_at: expires_at.into(),
         refresh_token,
-        refresh_expires_at: row.expires_at,
+        refresh_expires_at: row.expires_at.into(),
         session_id: row.session_id,
         user_id: row.user_id,
         organization_id: row.organization_id,
@@ -301,9 +301,9 @@ async fn introspect(State(state): State<AppState>, auth: AuthContext) -> ApiResu
         api_key_id: auth.api_key_id(),
         organization_id: auth.organization_id,
         role: auth.role,
-        issued_at: auth.issued_at,
-        expires_at: auth.expires_at,
-        session_expires_at,
+        issued_at: auth.issued_at.map(Into::into),
+        expires_at: auth.expires_at.map(Into::into),
+        session_expires_at: session_expires_at.map(Into::into),
     }))
 }
 

@@ -44,9 +44,9 @@ pub async fn start(
         tokens: TokenResponse {
             token,
             token_type: "Bearer".into(),
-            expires_at,
+            expires_at: expires_at.into(),
             refresh_token: session.refresh_token,
-            refresh_expires_at: session.expires_at,
+            refresh_expires_at: session.expires_at.into(),
             session_id: session.id,
             user_id,
             organization_id,

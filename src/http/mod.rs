@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod pretty;
 pub mod rate_limit;
 pub mod request_id;
+pub mod time;
 pub mod validate;

@@ -1,6 +1,7 @@
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use crate::http::time::Timestamp;
 use uuid::Uuid;
 
 use crate::{auth::roles::Role, http::merge_patch::Patch};
@@ -32,7 +33,7 @@ pub struct Me {
     /// The active organization (the one this token acts in).
     pub organization: OrganizationRef,
     pub organizations: Vec<OrganizationMembership>,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
 }
 
 /// Merge patch of the profile: absent fields stay as they are.

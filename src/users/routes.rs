@@ -50,7 +50,7 @@ async fn load_me(state: &AppState, auth: &AuthContext) -> ApiResult<Me> {
             .into_iter()
             .map(|m| OrganizationMembership { id: m.organization_id, name: m.organization_name, role: m.role })
             .collect(),
-        created_at: user.created_at,
+        created_at: user.created_at.into(),
     })
 }
 

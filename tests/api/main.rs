@@ -1,0 +1,8 @@
+//! Integration tests: one binary (one link), a module per domain. Each test starts a real server
+//! on 127.0.0.1:0 against its own fresh database and talks to it over HTTP.
+
+mod helpers;
+
+mod auth;
+mod http_layer;
+mod users;
