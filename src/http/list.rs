@@ -525,7 +525,7 @@ mod tests {
         let mut builder = QueryBuilder::<Postgres>::new("SELECT 1 FROM t WHERE true");
         list.push_filters(&mut builder);
         list.push_order_and_page(&mut builder);
-        builder.sql().to_string()
+        builder.sql().as_str().to_owned()
     }
 
     #[test]
