@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod apikeys;
 mod auth;
 mod http_layer;
+mod organizations;
 mod users;
