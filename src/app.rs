@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     db::migrate(&pool).await?;
     let state = AppState::build(config, pool).await?;
     users::bootstrap::ensure_first_owner(&state).await?;
+    crate::housekeeping::spawn(state.db.clone());
 
     let listener = std::net::TcpListener::bind(state.config.listen)
         .with_context(|| format!("cannot listen on {}", state.config.listen))?;

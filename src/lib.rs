@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod housekeeping;
 pub mod http;
 pub mod openapi;
 pub mod organizations;

@@ -1,0 +1,36 @@
+//! Periodic clean-up every replica runs: expired idempotency records and long-dead sessions.
+//! Each statement deletes a bounded batch, so replicas running it at once only share the work.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::http::idempotency;
+
+const EVERY: Duration = Duration::from_secs(600);
+
+/// Sessions are kept a week past their end, for the audit trail of who was signed in.
+async fn prune_sessions(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+         WHERE expires_at < now() - interval '7 days' OR revoked_at < now() - interval '7 days' LIMIT 1000)",
+    )
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub fn spawn(pool: PgPool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EVERY);
+        loop {
+            tick.tick().await;
+            if let Err(err) = idempotency::prune(&pool).await {
+                tracing::warn!(error = %err, "pruning idempotency records failed");
+            }
+            if let Err(err) = prune_sessions(&pool).await {
+                tracing::warn!(error = %err, "pruning sessions failed");
+            }
+        }
+    });
+}
