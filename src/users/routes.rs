@@ -33,22 +33,21 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 async fn load_me(state: &AppState, auth: &AuthContext) -> ApiResult<Me> {
     let (user_id, _) = auth.require_user()?;
-    let mut conn = state.db.acquire().await?;
-    let user = store::find(&mut conn, user_id).await?.ok_or(ApiError::NotFound("user"))?;
-    let memberships = store::memberships(&mut conn, user_id).await?;
-    let active = memberships
+    let user = store::profile(&mut *state.db.acquire().await?, user_id).await?.ok_or(ApiError::NotFound("user"))?;
+    let organizations = user.organizations.0;
+    let active = organizations
         .iter()
-        .find(|m| m.organization_id == auth.organization_id)
+        .find(|m| m.id == auth.organization_id)
         .ok_or(ApiError::Unauthorized("you are no longer a member of this organization".into()))?;
     Ok(Me {
         id: user.id,
         email: user.email,
         name: user.name,
         role: auth.role,
-        organization: OrganizationRef { id: active.organization_id, name: active.organization_name.clone() },
-        organizations: memberships
+        organization: OrganizationRef { id: active.id, name: active.name.clone() },
+        organizations: organizations
             .into_iter()
-            .map(|m| OrganizationMembership { id: m.organization_id, name: m.organization_name, role: m.role })
+            .map(|m| OrganizationMembership { id: m.id, name: m.name, role: m.role })
             .collect(),
         created_at: user.created_at.into(),
     })

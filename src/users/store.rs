@@ -90,6 +90,38 @@ pub async fn set_password_hash(conn: &mut PgConnection, id: Uuid, hash: &str) ->
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProfileRow {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub organizations: sqlx::types::Json<Vec<ProfileMembership>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ProfileMembership {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+}
+
+/// The user and every membership, in one statement (this backs `GET /api/users/me`, the call every
+/// client makes first).
+pub async fn profile(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<ProfileRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.id, u.email, u.name, u.created_at, \
+                coalesce(json_agg(json_build_object('id', o.id, 'name', o.name, 'role', m.role) ORDER BY o.name, o.id) \
+                         FILTER (WHERE o.id IS NOT NULL), '[]') AS organizations \
+         FROM users u LEFT JOIN memberships m ON m.user_id = u.id \
+         LEFT JOIN organizations o ON o.id = m.organization_id \
+         WHERE u.id = $1 GROUP BY u.id",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MembershipRow {
     pub organization_id: Uuid,
     pub organization_name: String,

@@ -1,0 +1,170 @@
+//! Benchmark of the foundation, printing its figures next to a baseline measured in the same run:
+//!
+//! 1. authenticated `GET /api/users/me` requests/s vs `pgbench -S` (select-only) transactions/s,
+//!    with the same number of concurrent clients, on the same PostgreSQL;
+//! 2. the p50/p99 latency of that GET alone, and while logins are hammered concurrently.
+//!
+//! Run: `cargo bench --bench api` (needs PostgreSQL at EDGEFLOW_BENCH_DATABASE_URL, default
+//! postgres://postgres@127.0.0.1:5432/edgeflow_bench, which it drops and recreates, and `pgbench`).
+
+use std::{
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use edgeflow::config::Config;
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+
+const EMAIL: &str = "bench@example.com";
+const PASSWORD: &str = "bench-password-123";
+const CLIENTS: usize = 16;
+const SECONDS: u64 = 8;
+
+struct Stats {
+    requests: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
+    latencies.sort();
+    let at = |q: f64| {
+        latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Stats {
+        requests: latencies.len(),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+    }
+}
+
+/// `clients` tasks calling GET /api/users/me back to back for `seconds`.
+async fn load_me(client: &reqwest::Client, url: &str, token: &str, clients: usize, seconds: u64) -> Stats {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let response = client.get(&url).bearer_auth(&token).send().await.expect("request");
+                    assert!(response.status().is_success(), "{}", response.status());
+                    response.bytes().await.expect("body");
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    stats(all, started.elapsed())
+}
+
+fn pgbench_tps(database_url: &str, clients: usize, seconds: u64) -> Option<f64> {
+    let init = Command::new("pgbench").args(["-i", "-q", "-s", "10", database_url]).output().ok()?;
+    if !init.status.success() {
+        eprintln!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+        return None;
+    }
+    let run = Command::new("pgbench")
+        .args(["-S", "-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), database_url])
+        .output()
+        .ok()?;
+    let out = String::from_utf8_lossy(&run.stdout);
+    out.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next()?.parse().ok())
+}
+
+async fn fresh_database(url: &str) {
+    let (base, name) = url.rsplit_once('/').expect("database url with a name");
+    let mut conn = PgConnection::connect(&format!("{base}/postgres")).await.expect("PostgreSQL reachable");
+    conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await.expect("drop");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.expect("create");
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let database_url = std::env::var("EDGEFLOW_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/edgeflow_bench".to_owned());
+    fresh_database(&database_url).await;
+    let mut config = Config::for_database(&database_url);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_email = Some(EMAIL.into());
+    config.admin_password = Some(PASSWORD.into());
+    config.rate_limit_login_per_ip = 0;
+    config.rate_limit_login_per_account = 0;
+    config.rate_limit_api_per_second = 0;
+    config.max_sessions_per_user = 100_000;
+    let server = edgeflow::app::start(config).await.expect("server");
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("client");
+    let login = |client: reqwest::Client, base: String| async move {
+        let response = client
+            .post(format!("{base}/api/authentication/login"))
+            .json(&json!({"email": EMAIL, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login");
+        assert!(response.status().is_success());
+        response.json::<Value>().await.expect("tokens")
+    };
+    let token = login(client.clone(), base.clone()).await["token"].as_str().expect("token").to_owned();
+    let me = format!("{base}/api/users/me");
+
+    println!("EdgeFlow foundation benchmark ({} cores, {CLIENTS} concurrent clients, {SECONDS} s per run)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    load_me(&client, &me, &token, CLIENTS, 1).await; // warm-up
+    let api = load_me(&client, &me, &token, CLIENTS, SECONDS).await;
+    let pg = tokio::task::spawn_blocking({
+        let url = database_url.clone();
+        move || pgbench_tps(&url, CLIENTS, SECONDS)
+    })
+    .await
+    .expect("pgbench task");
+    println!("\n-- throughput");
+    println!("GET /api/users/me (bearer)   {:>10.0} requests/s  ({} requests, p50 {:.2} ms, p99 {:.2} ms)", api.per_second, api.requests, api.p50_ms, api.p99_ms);
+    match pg {
+        Some(tps) => println!("pgbench -S (baseline)        {tps:>10.0} transactions/s\nratio API / pgbench          {:>10.2}", api.per_second / tps),
+        None => println!("pgbench -S (baseline)        not available (install PostgreSQL's pgbench)"),
+    }
+
+    // Latency of the GET with few clients, alone and while logins are hammered.
+    let quiet = load_me(&client, &me, &token, 4, SECONDS).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hammers: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, base, stop, logins) = (client.clone(), base.clone(), stop.clone(), logins.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    login(client.clone(), base.clone()).await;
+                    logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let busy = load_me(&client, &me, &token, 4, SECONDS).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for hammer in hammers {
+        hammer.await.expect("hammer");
+    }
+    println!("\n-- GET /api/users/me latency, 4 clients");
+    println!("alone                        p50 {:>7.2} ms   p99 {:>7.2} ms   ({:.0} requests/s)", quiet.p50_ms, quiet.p99_ms, quiet.per_second);
+    println!("with 16 clients logging in   p50 {:>7.2} ms   p99 {:>7.2} ms   ({:.0} requests/s; {:.0} logins/s)", busy.p50_ms, busy.p99_ms, busy.per_second, logins.load(std::sync::atomic::Ordering::Relaxed) as f64 / SECONDS as f64);
+    println!("p99 ratio busy / alone       {:>7.2}", busy.p99_ms / quiet.p99_ms.max(0.001));
+    server.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+}
