@@ -27,12 +27,12 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     apikeys, auth,
     config::Config,
-    db,
+    db, edgenodes,
     error::{ApiError, error_response},
     health,
     http::{idempotency, metrics, pretty, request_id},
     openapi::ApiDoc,
-    organizations,
+    organizations, registrationkeys,
     state::AppState,
     users,
 };
@@ -44,6 +44,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::routes::router())
         .merge(organizations::routes::router())
         .merge(apikeys::routes::router())
+        .merge(edgenodes::routes::router())
+        .merge(registrationkeys::routes::router())
 }
 
 async fn no_such_endpoint() -> ApiError {

@@ -73,6 +73,12 @@ pub enum ApiError {
     TooManyRequests { retry_after_seconds: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A node (or another upstream) answered with an error.
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
+    /// A node did not answer in time.
+    #[error("{message}")]
+    GatewayTimeout { code: &'static str, message: String },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -106,6 +112,8 @@ impl ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,7 +127,9 @@ impl ApiError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::Conflict { code, .. }
             | Self::PayloadTooLarge { code, .. }
-            | Self::Unprocessable { code, .. } => code,
+            | Self::Unprocessable { code, .. }
+            | Self::BadGateway { code, .. }
+            | Self::GatewayTimeout { code, .. } => code,
             Self::PreconditionFailed => "PRECONDITION_FAILED",
             Self::TooManyRequests { .. } => "RATE_LIMITED",
             Self::Unavailable(_) => "UNAVAILABLE",

@@ -5,6 +5,8 @@ mod helpers;
 
 mod apikeys;
 mod auth;
+mod edgenodes;
 mod http_layer;
 mod organizations;
+mod registrationkeys;
 mod users;

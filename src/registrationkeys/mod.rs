@@ -1,0 +1,3 @@
+//! Registration keys: let many edge nodes enrol themselves.
+
+pub mod routes;

@@ -1,0 +1,6 @@
+//! The tunnel hub: edge nodes keep a WebSocket open to a replica; jobs, shadow changes and
+//! synchronous calls reach them through it, from any replica.
+
+pub mod bus;
+pub mod presence;
+pub mod protocol;
