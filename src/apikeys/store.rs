@@ -4,7 +4,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::auth::roles::Role;
+use crate::{
+    auth::roles::Role,
+    error::{ApiError, ApiResult, on_constraint},
+    http::list::{Direction, ListQuery, ListSpec, Property, PropertyType},
+};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LiveKey {
@@ -47,6 +51,29 @@ pub struct ApiKeyRow {
 pub const COLUMNS: &str =
     "id, organization_id, name, prefix, role, created_by, created_at, expires_at, last_used_at, revoked_at";
 
+/// What `GET /api/apikeys` may filter and sort on; each name is a property of the listed item.
+pub static LIST_SPEC: ListSpec = ListSpec {
+    properties: &[
+        Property::new("id", "k.id", PropertyType::Uuid),
+        Property::new("name", "k.name", PropertyType::Text),
+        Property::new("prefix", "k.prefix", PropertyType::Text),
+        Property::new("role", "k.role", PropertyType::Text),
+        Property::new("createdAt", "k.created_at", PropertyType::Time),
+        Property::new("createdBy", "k.created_by", PropertyType::Uuid),
+        Property::new("expiresAt", "k.expires_at", PropertyType::Time),
+        Property::new("lastUsedAt", "k.last_used_at", PropertyType::Time),
+        Property::new("revoked", "k.revoked_at IS NOT NULL", PropertyType::Boolean),
+        Property::new("revokedAt", "k.revoked_at", PropertyType::Time),
+    ],
+    default_order: "createdAt",
+    default_direction: Direction::Desc,
+    tie_breaker: "k.id",
+};
+
+fn duplicate_name() -> ApiError {
+    ApiError::conflict("DUPLICATE_NAME", "an API key with this name already exists in the organization")
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn insert(
     conn: &mut PgConnection,
@@ -57,7 +84,7 @@ pub async fn insert(
     role: Role,
     created_by: Option<Uuid>,
     expires_at: Option<DateTime<Utc>>,
-) -> Result<ApiKeyRow, sqlx::Error> {
+) -> Result<ApiKeyRow, ApiError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, organization_id, name, prefix, key_hash, role, created_by, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
@@ -72,4 +99,58 @@ pub async fn insert(
     .bind(expires_at)
     .fetch_one(conn)
     .await
+    .map_err(on_constraint("api_keys_org_name_key", duplicate_name))
+}
+
+/// One page of the organization's keys, and their number when asked.
+pub async fn list(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    query: &ListQuery,
+) -> ApiResult<(Vec<ApiKeyRow>, Option<i64>)> {
+    query
+        .fetch(conn, COLUMNS, |q| {
+            q.push(" FROM api_keys k WHERE k.organization_id = ").push_bind(organization_id);
+        })
+        .await
+}
+
+/// The organization's key with this id (another organization's is not found).
+pub async fn find(conn: &mut PgConnection, organization_id: Uuid, id: Uuid) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND organization_id = $2"
+    )))
+    .bind(id)
+    .bind(organization_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Like `find`, and locks the row until the transaction ends, so two revocations of one key
+/// serialise and only the first one records an event.
+pub async fn find_for_update(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND organization_id = $2 FOR UPDATE"
+    )))
+    .bind(id)
+    .bind(organization_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Marks a live key revoked; `find_live_by_hash` refuses it from the next request on.
+pub async fn revoke(conn: &mut PgConnection, organization_id: Uuid, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() \
+         WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .bind(organization_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
