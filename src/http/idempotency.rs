@@ -3,7 +3,8 @@
 //! still running under the key answers 409, so a client retrying a deploy never deploys twice.
 //!
 //! One layer for every create call. It applies to authenticated JSON (or empty-bodied) POSTs;
-//! uploads are not replayed (re-uploading a draft's content replaces it anyway).
+//! uploads are not replayed (re-uploading a draft's content replaces it anyway). Stored answers
+//! are encrypted: some carry secrets shown once (API keys, node access keys).
 
 use axum::{
     body::{Body, to_bytes},
@@ -134,7 +135,11 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
                 "a request with this Idempotency-Key is still being processed; retry shortly",
             ));
         };
-        return Ok(replay(status, record.response_headers, record.response_body));
+        let body = match record.response_body {
+            Some(sealed) => Some(state.secrets.open(&sealed)?),
+            None => None,
+        };
+        return Ok(replay(status, record.response_headers, body));
     }
 }
 
@@ -170,7 +175,7 @@ async fn store_answer(state: &AppState, principal: &str, key: &str, response: Re
     .bind(key)
     .bind(status.as_u16() as i16)
     .bind(serde_json::Value::Object(headers))
-    .bind(bytes.as_ref())
+    .bind(state.secrets.seal(&bytes)?)
     .execute(&state.db)
     .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))

@@ -1,6 +1,8 @@
 //! Integration tests: one binary (one link), a module per domain. Each test starts a real server
 //! on 127.0.0.1:0 against its own fresh database and talks to it over HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod apikeys;
