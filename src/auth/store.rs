@@ -16,6 +16,8 @@ pub enum RevokeScope {
     User(Uuid),
     UserExcept { user_id: Uuid, keep: Uuid },
     UserInOrganization { user_id: Uuid, organization_id: Uuid },
+    /// Every session acting in the organization (it is being deleted).
+    Organization(Uuid),
 }
 
 /// Ends sessions, announces it to every replica (on commit), and answers the ids ended so the
@@ -32,6 +34,7 @@ pub async fn revoke(
         RevokeScope::UserInOrganization { user_id, organization_id } => {
             ("user_id = $2 AND organization_id = $3", user_id, Some(organization_id))
         }
+        RevokeScope::Organization(organization_id) => ("organization_id = $2", organization_id, None),
     };
     let sql = format!(
         "UPDATE sessions SET revoked_at = now(), revoked_reason = $1 \

@@ -1,4 +1,5 @@
 //! Organizations, their members and identity providers.
 
+pub mod model;
 pub mod routes;
 pub mod store;
