@@ -46,6 +46,10 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(apikeys::routes::router())
         .merge(edgenodes::routes::router())
         .merge(registrationkeys::routes::router())
+        .merge(edgenodes::remote::router())
+        .merge(edgenodes::shadow::router())
+        .merge(crate::jobs::routes::router())
+        .merge(crate::tunnel::routes::router())
 }
 
 async fn no_such_endpoint() -> ApiError {
@@ -127,6 +131,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish (up to `grace`), then returns.
     pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
+        self.state.hub.shutdown().await;
         self.handle.graceful_shutdown(Some(grace));
         self.task.await.context("server task")?.context("server")?;
         Ok(())
@@ -134,6 +139,7 @@ impl RunningServer {
 
     /// Stops at once, as a crash would (tests of what survives one).
     pub fn abort(self) {
+        self.state.hub.abort();
         self.handle.shutdown();
         self.task.abort();
     }

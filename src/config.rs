@@ -105,6 +105,36 @@ pub struct Config {
     #[arg(long, env = "EDGEFLOW_RATE_LIMIT_API_PER_SECOND", default_value_t = 0)]
     pub rate_limit_api_per_second: u32,
 
+    /// How often the server pings each connected edge node, in seconds.
+    #[arg(long, env = "EDGEFLOW_HEARTBEAT_SECONDS", default_value_t = 30)]
+    pub heartbeat_seconds: u64,
+
+    /// A node not heard from for this long is offline (default: two missed heartbeats). Also how
+    /// long a replica that stopped answering keeps its nodes shown online at most.
+    #[arg(long, env = "EDGEFLOW_OFFLINE_AFTER_SECONDS", default_value_t = 60)]
+    pub offline_after_seconds: u64,
+
+    /// A job not delivered (queued or sent, unfinished) within this many seconds expires.
+    #[arg(long, env = "EDGEFLOW_JOB_TTL_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub job_ttl_seconds: i64,
+
+    /// A job in progress on a node for longer than this many seconds is marked TimedOut.
+    #[arg(long, env = "EDGEFLOW_JOB_TIMEOUT_SECONDS", default_value_t = 900)]
+    pub job_timeout_seconds: i64,
+
+    /// How long a synchronous node call (health, logs, runtime) waits for the node, in seconds.
+    #[arg(long, env = "EDGEFLOW_NODE_CALL_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub node_call_timeout_seconds: u64,
+
+    /// Messages per second a node may send (bursts of ten times as many pass); past it, the
+    /// connection is closed as a protocol violation.
+    #[arg(long, env = "EDGEFLOW_NODE_MESSAGES_PER_SECOND", default_value_t = 50)]
+    pub node_messages_per_second: u32,
+
+    /// Largest tunnel message a node may send, in bytes.
+    #[arg(long, env = "EDGEFLOW_NODE_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    pub node_max_message_bytes: usize,
+
     /// Key that encrypts stored secrets (identity provider client secrets), any string. When
     /// unset, one is generated once and stored in the database.
     #[arg(long, env = "EDGEFLOW_ENCRYPTION_KEY", hide_env_values = true)]

@@ -35,6 +35,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.db, &[]),
+        state.metrics.render(
+            &state.db,
+            &[("edgeflow_tunnel_connected_nodes", "Edge nodes connected to this replica.", state.hub.connected_count() as f64)],
+        ),
     )
 }

@@ -20,6 +20,12 @@ async fn prune_sessions(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(result.rows_affected())
 }
 
+/// A revocation need only be remembered while an access token of the session could be unexpired.
+async fn prune_revocations(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query("DELETE FROM revoked_sessions WHERE revoked_at < now() - interval '1 day'").execute(pool).await?;
+    Ok(result.rows_affected())
+}
+
 pub fn spawn(pool: PgPool) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
@@ -30,6 +36,9 @@ pub fn spawn(pool: PgPool) {
             }
             if let Err(err) = prune_sessions(&pool).await {
                 tracing::warn!(error = %err, "pruning sessions failed");
+            }
+            if let Err(err) = prune_revocations(&pool).await {
+                tracing::warn!(error = %err, "pruning revocations failed");
             }
         }
     });

@@ -11,6 +11,7 @@ pub mod events;
 pub mod health;
 pub mod housekeeping;
 pub mod http;
+pub mod jobs;
 pub mod openapi;
 pub mod organizations;
 pub mod registrationkeys;

@@ -23,6 +23,10 @@ use utoipa::{
         (name = "users", description = "The signed-in user"),
         (name = "organizations", description = "Organizations, members and identity providers"),
         (name = "apikeys", description = "API keys for scripts and integrations"),
+        (name = "edgenodes", description = "Edge nodes: registration, live status, keys, remote calls, shadow"),
+        (name = "registrationkeys", description = "Keys that let edge nodes enrol themselves"),
+        (name = "jobs", description = "The durable per-node job queue: start, stop, history, cancel"),
+        (name = "tunnel", description = "The WebSocket edge nodes connect to (protocol: openapi/asyncapi.yaml)"),
     )
 )]
 pub struct ApiDoc;

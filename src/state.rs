@@ -10,6 +10,11 @@ use crate::{
     auth::{password::PasswordHasherPool, revocation::RevocationList, secret_box::SecretBox, tokens::TokenKeys},
     config::Config,
     http::{metrics::Metrics, rate_limit::RateLimits},
+    tunnel::{
+        bus,
+        hub::{Hub, HubSettings},
+        presence,
+    },
 };
 
 #[derive(Clone, FromRef)]
@@ -22,6 +27,7 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     pub metrics: Arc<Metrics>,
     pub secrets: Arc<SecretBox>,
+    pub hub: Arc<Hub>,
 }
 
 /// A server-wide secret shared by every replica: the configured value, or one generated once and
@@ -44,10 +50,13 @@ impl AppState {
         let jwt_secret = shared_secret(&db, "jwt_secret", config.jwt_secret.as_deref()).await?;
         let encryption_key = shared_secret(&db, "encryption_key", config.encryption_key.as_deref()).await?;
         let revocations = Arc::new(RevocationList::new(config.access_token_ttl_seconds));
-        revocations.load_recent(&db).await?;
-        revocations.spawn_listener(db.clone());
+        revocations.start_listener(db.clone()).await?;
         let rate_limits = Arc::new(RateLimits::new(&config));
         rate_limits.spawn_housekeeping();
+        let hub = Hub::start(db.clone(), HubSettings::from_config(&config));
+        presence::heartbeat(&hub).await?;
+        bus::start_listener(hub.clone()).await?;
+        presence::spawn_maintenance(hub.clone());
         Ok(Self {
             tokens: Arc::new(TokenKeys::new(&jwt_secret, config.access_token_ttl_seconds)),
             passwords: PasswordHasherPool::new(config.password_hash_concurrency())?,
@@ -55,6 +64,7 @@ impl AppState {
             revocations,
             rate_limits,
             metrics: Arc::new(Metrics::default()),
+            hub,
             config: Arc::new(config),
             db,
         })

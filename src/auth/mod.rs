@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod model;
+pub mod node;
 pub mod password;
 pub mod revocation;
 pub mod roles;

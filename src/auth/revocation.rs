@@ -63,7 +63,7 @@ impl RevocationList {
     /// Loads the sessions revoked recently enough that their access tokens may still be live.
     pub async fn load_recent(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let horizon = Utc::now() - self.remember;
-        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM sessions WHERE revoked_at > $1")
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT session_id FROM revoked_sessions WHERE revoked_at > $1")
             .bind(horizon)
             .fetch_all(pool)
             .await?;
@@ -71,17 +71,32 @@ impl RevocationList {
         Ok(())
     }
 
-    /// Listens for revocations from every replica until the process ends.
-    pub fn spawn_listener(self: &Arc<Self>, pool: PgPool) {
+    /// Listens for revocations from every replica: LISTEN is in place when this returns (so no
+    /// revocation after start-up is missed), then the list is kept current until the process ends.
+    pub async fn start_listener(self: &Arc<Self>, pool: PgPool) -> Result<(), sqlx::Error> {
+        let mut listener = connect(&pool).await?;
+        self.load_recent(&pool).await?;
         let list = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 let Some(strong) = list.upgrade() else { return };
-                if let Err(err) = strong.listen(&pool).await {
+                if let Err(err) = strong.follow(&mut listener, &pool).await {
                     tracing::warn!(error = %err, "revocation listener lost its connection; reconnecting");
                 }
                 drop(strong);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if let Ok(fresh) = connect(&pool).await {
+                        listener = fresh;
+                        break;
+                    }
+                }
+                // Revocations made while disconnected were not heard: read them.
+                if let Some(strong) = list.upgrade()
+                    && let Err(err) = strong.load_recent(&pool).await
+                {
+                    tracing::warn!(error = %err, "reloading revocations failed");
+                }
             }
         });
         let list = Arc::downgrade(self);
@@ -93,12 +108,10 @@ impl RevocationList {
                 list.forget_old();
             }
         });
+        Ok(())
     }
 
-    async fn listen(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(CHANNEL).await?;
-        self.load_recent(pool).await?;
+    async fn follow(&self, listener: &mut PgListener, pool: &PgPool) -> Result<(), sqlx::Error> {
         loop {
             match listener.try_recv().await? {
                 Some(notification) => {
@@ -113,8 +126,22 @@ impl RevocationList {
     }
 }
 
-/// Announces revoked sessions to every replica; delivered when the transaction commits.
+async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Records revoked sessions durably (the record outlives the session rows) and announces them to
+/// every replica; both take effect when the transaction commits.
 pub async fn notify(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("INSERT INTO revoked_sessions (session_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING")
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
     for chunk in ids.chunks(IDS_PER_NOTIFY) {
         let payload = chunk.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
         sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&mut *conn).await?;

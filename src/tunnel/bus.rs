@@ -21,6 +21,9 @@ pub enum BusMessage {
     /// These nodes have jobs to deliver (or a job was canceled): whoever holds them acts.
     #[serde(rename_all = "camelCase")]
     Jobs { nodes: Vec<Uuid> },
+    /// A job was canceled: the node should skip it if it has not started it.
+    #[serde(rename_all = "camelCase")]
+    JobCanceled { node_id: Uuid, job_id: Uuid },
     /// Close the node's socket (deleted: 4001, key rotated: 4002, replaced: 4000). A replaced
     /// connection names the session to keep.
     #[serde(rename_all = "camelCase")]
@@ -53,6 +56,63 @@ pub async fn publish_jobs(conn: &mut PgConnection, nodes: &[Uuid]) -> Result<(),
 /// Closes a node's socket wherever it is (after the transaction commits).
 pub async fn disconnect(conn: &mut PgConnection, node_id: Uuid, code: u16, reason: &str) -> Result<(), sqlx::Error> {
     publish(conn, &BusMessage::Disconnect { node_id, code, reason: reason.to_owned(), keep_session: None }).await
+}
+
+
+/// Starts listening to the bus for the hub: LISTEN is in place when this returns, so nothing
+/// published after start-up is missed; then messages are handled until the replica stops. After
+/// a reconnect (notifications may have been missed) the hub resynchronises from the tables.
+pub async fn start_listener(hub: std::sync::Arc<super::hub::Hub>) -> Result<(), sqlx::Error> {
+    let pool = hub.db().clone();
+    let mut listener = connect(&pool).await?;
+    let mut stopped = hub.stopped();
+    let weak = std::sync::Arc::downgrade(&hub);
+    drop(hub);
+    tokio::spawn(async move {
+        loop {
+            let handled = async {
+                loop {
+                    let notification = listener.try_recv().await?;
+                    let Some(hub) = weak.upgrade() else { return Ok::<(), sqlx::Error>(()) };
+                    match notification {
+                        Some(notification) => match serde_json::from_str::<BusMessage>(notification.payload()) {
+                            Ok(message) => hub.on_bus(message).await,
+                            Err(err) => tracing::warn!(error = %err, "unreadable bus message ignored"),
+                        },
+                        // The connection dropped and came back: catch up.
+                        None => hub.resync(),
+                    }
+                }
+            };
+            tokio::select! {
+                result = handled => match result {
+                    Ok(()) => return,
+                    Err(err) => tracing::warn!(error = %err, "tunnel bus listener lost its connection; reconnecting"),
+                },
+                _ = stopped.changed() => return,
+            }
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                match connect(&pool).await {
+                    Ok(fresh) => {
+                        listener = fresh;
+                        break;
+                    }
+                    Err(err) => tracing::warn!(error = %err, "tunnel bus listener cannot reconnect yet"),
+                }
+            }
+            if let Some(hub) = weak.upgrade() {
+                hub.resync();
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn connect(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 #[cfg(test)]

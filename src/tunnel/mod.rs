@@ -2,5 +2,8 @@
 //! synchronous calls reach them through it, from any replica.
 
 pub mod bus;
+pub mod hub;
 pub mod presence;
 pub mod protocol;
+pub mod routes;
+pub mod session;

@@ -386,3 +386,13 @@ async fn api_requests_are_rate_limited_per_user() {
     let (status, value) = body(response).await;
     assert_error(status, &value, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
 }
+
+#[tokio::test]
+async fn tokens_of_a_deleted_organization_stay_refused_on_a_replica_started_later() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice@example.com", "Alice Inc").await;
+    let response = app.delete(&format!("/api/organizations/{}", alice.organization_id), &alice).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let late = app.replica().await;
+    assert_eq!(late.get("/api/users/me", &alice).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}

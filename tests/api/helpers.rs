@@ -58,6 +58,10 @@ pub fn test_config(database_url: &str) -> Config {
     config.rate_limit_login_per_ip = 0;
     config.rate_limit_login_per_account = 0;
     config.rate_limit_api_per_second = 0;
+    // Fast liveness so offline detection is testable in seconds.
+    config.heartbeat_seconds = 1;
+    config.offline_after_seconds = 3;
+    config.node_call_timeout_seconds = 3;
     config.data_dir = std::env::temp_dir().join(format!("edgeflow-test-{}", Uuid::new_v4().simple()));
     config
 }
@@ -128,6 +132,10 @@ impl TestApp {
     }
 
     pub async fn start(config: Config) -> Self {
+        // Server logs in test output when asked: RUST_LOG=edgeflow=debug cargo test ...
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+        }
         let scheme = if config.tls_enabled() { "https" } else { "http" };
         let database_url = config.database_url.clone();
         let server = edgeflow::app::start(config).await.expect("server starts");
@@ -142,6 +150,18 @@ impl TestApp {
     /// A second replica on the same database.
     pub async fn replica(&self) -> Self {
         Self::start(test_config(&self.database_url)).await
+    }
+
+    /// Kills this replica as a crash would (no goodbyes), then starts a new one on the same port.
+    pub async fn crash_and_restart(&mut self) {
+        let server = self.server.take().expect("running");
+        let addr = server.addr;
+        server.abort();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut config = test_config(&self.database_url);
+        config.listen = addr;
+        let restarted = Self::start(config).await;
+        self.server = restarted.server;
     }
 
     pub fn url(&self, path: &str) -> String {

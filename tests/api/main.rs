@@ -11,4 +11,6 @@ mod edgenodes;
 mod http_layer;
 mod organizations;
 mod registrationkeys;
+mod tunnel;
 mod users;
+mod wire;
