@@ -1,5 +1,6 @@
 //! EdgeFlow Control Center: the control plane for fleets of edge nodes running data flows.
 
+pub mod agent;
 pub mod apikeys;
 pub mod app;
 pub mod auth;

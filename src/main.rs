@@ -1,4 +1,4 @@
-//! The `edgeflow` binary: `serve` (the default), `migrate`, `openapi`.
+//! The `edgeflow` binary: `serve` (the default), `migrate`, `openapi`, `agent`.
 
 use clap::{Parser, Subcommand};
 use edgeflow::config::{Config, LogFormat};
@@ -21,6 +21,8 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Run the reference edge agent (or, with --simulate, a fleet of them).
+    Agent(Box<edgeflow::agent::cli::AgentArgs>),
 }
 
 fn init_logging(format: LogFormat) {
@@ -48,6 +50,10 @@ async fn main() -> anyhow::Result<()> {
             edgeflow::db::migrate(&pool).await?;
             tracing::info!("migrations applied");
             Ok(())
+        }
+        Command::Agent(args) => {
+            init_logging(cli.config.log_format);
+            edgeflow::agent::cli::run(*args).await
         }
         Command::Serve => {
             init_logging(cli.config.log_format);
