@@ -39,6 +39,11 @@ pub struct AgentConfig {
     pub start_delay: Duration,
     /// Log job and connection events at info level (off for simulated fleets: debug instead).
     pub verbose: bool,
+    /// The agent paces its messages to stay under the server's limit (which closes a flooding
+    /// node with 4003; default 50 per second, bursts of 500): `message_burst` at once, then this
+    /// many per second. 0: no pacing.
+    pub max_messages_per_second: u32,
+    pub message_burst: u32,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -77,6 +82,8 @@ impl AgentConfig {
             log_capacity: 1000,
             start_delay: Duration::ZERO,
             verbose: true,
+            max_messages_per_second: 20,
+            message_burst: 200,
         }
     }
 

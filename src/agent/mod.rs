@@ -19,6 +19,7 @@ pub mod cli;
 mod config;
 pub mod enroll;
 mod handle;
+mod pacing;
 mod resources;
 mod runtime;
 mod session;

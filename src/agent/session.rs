@@ -19,6 +19,7 @@ use tracing::Level;
 
 use super::{
     handle::{Control, StopReason},
+    pacing::Pacer,
     worker::{SessionEnd, Worker, next_work},
 };
 use crate::tunnel::protocol::{
@@ -143,6 +144,8 @@ impl Worker {
         let mut metrics = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_paused = false;
+        // The hello took one message of the server's allowance.
+        let mut pacer = Pacer::new(self.config.max_messages_per_second, self.config.message_burst.saturating_sub(1));
 
         let end = loop {
             let control = *self.control.borrow_and_update();
@@ -160,16 +163,20 @@ impl Worker {
                 session.heard_from_server();
             }
             was_paused = paused;
+            let mut paced_until = None;
             if !paused {
                 self.start_next_job();
-                if session.welcomed
-                    && let Some(message) = self.outbox.pop_front()
-                {
-                    if let Err(error) = send(&mut socket, &message).await {
-                        self.log(Level::WARN, format!("connection lost while sending: {error}"));
-                        break SessionEnd::Retry { welcomed: true };
+                if session.welcomed && !self.outbox.is_empty() {
+                    if pacer.try_take() {
+                        if let Some(message) = self.outbox.pop_front()
+                            && let Err(error) = send(&mut socket, &message).await
+                        {
+                            self.log(Level::WARN, format!("connection lost while sending: {error}"));
+                            break SessionEnd::Retry { welcomed: true };
+                        }
+                        continue;
                     }
-                    continue;
+                    paced_until = Some(pacer.next_token_at());
                 }
             }
             tokio::select! {
@@ -203,6 +210,7 @@ impl Worker {
                 _ = metrics.tick(), if !paused && session.welcomed => {
                     self.outbox.push_back(self.metrics());
                 }
+                () = sleep_until_some(paced_until), if paced_until.is_some() => {}
                 () = tokio::time::sleep_until(session.deadline), if !paused => {
                     self.log(
                         Level::WARN,
@@ -370,6 +378,13 @@ impl Worker {
         values.insert("jobsQueued".into(), json!(self.queue.len() + usize::from(self.current.is_some())));
         values.insert("uptimeSeconds".into(), json!(self.uptime().as_secs()));
         NodeMessage::Metrics(MetricsReport { values })
+    }
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

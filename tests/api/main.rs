@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod agent;
 mod apikeys;
 mod auth;
 mod edgenodes;
