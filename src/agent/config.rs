@@ -44,6 +44,9 @@ pub struct AgentConfig {
     /// many per second. 0: no pacing.
     pub max_messages_per_second: u32,
     pub message_burst: u32,
+    /// Sync the state file to disk before replacing it (survives power loss, not only crashes).
+    /// Off for simulated fleets, where thousands of agents share one disk.
+    pub sync_state: bool,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -84,6 +87,7 @@ impl AgentConfig {
             verbose: true,
             max_messages_per_second: 20,
             message_burst: 200,
+            sync_state: true,
         }
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::state::write_json_atomically;
+use super::state::{Options, write_json_atomically};
 
 pub const CREDENTIALS_FILE: &str = "credentials.json";
 
@@ -50,7 +50,7 @@ pub async fn load_credentials(state_dir: &Path) -> anyhow::Result<Option<Credent
 }
 
 pub async fn save_credentials(state_dir: &Path, credentials: &Credentials) -> anyhow::Result<()> {
-    write_json_atomically(&credentials_file(state_dir), credentials, true).await
+    write_json_atomically(&credentials_file(state_dir), credentials, Options { private: true, sync: true }).await
 }
 
 /// Enrols a new node named `name` with a registration key.

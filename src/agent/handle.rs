@@ -63,7 +63,27 @@ pub(crate) struct Details {
     pub last_close_code: Option<u16>,
     pub stopped: Option<StopReason>,
     pub flows: Vec<FlowReport>,
+    /// How often each recent job was run (the last [`EXECUTIONS_KEPT`] job ids).
     pub executions: HashMap<Uuid, usize>,
+    executions_order: VecDeque<Uuid>,
+}
+
+/// How many job ids `executions` remembers.
+pub(crate) const EXECUTIONS_KEPT: usize = 10_000;
+
+impl Details {
+    pub fn count_execution(&mut self, job_id: Uuid) {
+        let count = self.executions.entry(job_id).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.executions_order.push_back(job_id);
+            while self.executions_order.len() > EXECUTIONS_KEPT {
+                if let Some(old) = self.executions_order.pop_front() {
+                    self.executions.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// State shared by the agent task and its handle. Counters are atomics so a status line over
@@ -254,6 +274,20 @@ fn replace_if_running(current: &mut Control, next: Control) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn executions_are_counted_and_bounded() {
+        let mut details = Details::default();
+        let first = Uuid::new_v4();
+        details.count_execution(first);
+        details.count_execution(first);
+        assert_eq!(details.executions[&first], 2);
+        for _ in 0..EXECUTIONS_KEPT {
+            details.count_execution(Uuid::new_v4());
+        }
+        assert_eq!(details.executions.len(), EXECUTIONS_KEPT);
+        assert!(!details.executions.contains_key(&first));
+    }
 
     #[test]
     fn log_ring_keeps_the_last_lines() {

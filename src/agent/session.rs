@@ -92,7 +92,13 @@ impl Worker {
         self.log(Level::DEBUG, format!("connecting to {}", self.tunnel_url));
         let connect = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async_tls_with_config(request, Some(websocket_config()), true, connector),
+            // Boxed: the handshake future is large, and inline it would size every agent's task.
+            Box::pin(tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                Some(websocket_config()),
+                true,
+                connector,
+            )),
         );
         let socket = match self.idle(connect).await {
             Err(reason) => return SessionEnd::Stop(reason),
@@ -151,7 +157,7 @@ impl Worker {
             let control = *self.control.borrow_and_update();
             match control {
                 Control::Stop => {
-                    close_politely(&mut socket).await;
+                    Box::pin(close_politely(&mut socket)).await;
                     break SessionEnd::Stop(StopReason::Stopped);
                 }
                 // Dropping the socket sends no close frame: the server sees the TCP connection end.
@@ -182,7 +188,7 @@ impl Worker {
             tokio::select! {
                 changed = self.control.changed() => {
                     if changed.is_err() {
-                        close_politely(&mut socket).await;
+                        Box::pin(close_politely(&mut socket)).await;
                         break SessionEnd::Stop(StopReason::Stopped);
                     }
                 }
@@ -198,14 +204,15 @@ impl Worker {
                             break SessionEnd::Retry { welcomed: session.welcomed };
                         }
                         Some(Ok(frame)) => {
-                            if let Flow::End(end) = self.on_frame(frame, &mut session, &mut socket).await {
+                            // Boxed (as below): rare, larger futures stay off every agent's task.
+                            if let Flow::End(end) = Box::pin(self.on_frame(frame, &mut session, &mut socket)).await {
                                 break end;
                             }
                         }
                     }
                 }
                 result = next_work(&mut self.current), if !paused && self.current.is_some() => {
-                    self.finish_job(result).await;
+                    Box::pin(self.finish_job(result)).await;
                 }
                 _ = metrics.tick(), if !paused && session.welcomed => {
                     self.outbox.push_back(self.metrics());
@@ -330,9 +337,15 @@ impl Worker {
                 self.outbox.push_back(NodeMessage::Response(response));
             }
             ServerMessage::Shadow(shadow) => {
-                self.log(Level::INFO, format!("desired shadow version {}", shadow.version));
-                self.runtime.set_shadow(shadow.desired.clone(), shadow.version);
-                self.persist().await;
+                let known = self
+                    .runtime
+                    .shadow()
+                    .is_some_and(|known| known.version == shadow.version && known.desired == shadow.desired);
+                if !known {
+                    self.log(Level::INFO, format!("desired shadow version {}", shadow.version));
+                    self.runtime.set_shadow(shadow.desired.clone(), shadow.version);
+                    self.persist().await;
+                }
                 self.outbox.push_back(NodeMessage::ShadowReported(ShadowReported {
                     reported: shadow.desired,
                     version: Some(shadow.version),

@@ -71,6 +71,7 @@ pub async fn simulate(
         config.access_key = credentials.access_key;
         config.state_dir = Some(dir);
         config.verbose = false;
+        config.sync_state = false;
         config.log_capacity = config.log_capacity.min(50);
         let ramp_ms = u64::try_from(ramp.as_millis()).unwrap_or(u64::MAX);
         config.start_delay = Duration::from_millis(rand::rng().random_range(0..=ramp_ms));

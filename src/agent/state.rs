@@ -43,21 +43,31 @@ pub async fn load(dir: &Path) -> anyhow::Result<(Runtime, Option<String>)> {
     }
 }
 
-pub async fn save(dir: &Path, runtime: &Runtime) -> anyhow::Result<()> {
-    write_json_atomically(&state_file(dir), &runtime.to_persisted(), false).await
+/// `sync`: make the new file durable before it replaces the old one.
+pub async fn save(dir: &Path, runtime: &Runtime, sync: bool) -> anyhow::Result<()> {
+    write_json_atomically(&state_file(dir), &runtime.to_persisted(), Options { private: false, sync }).await
 }
 
-/// Writes `value` to a temporary file beside `path`, syncs it and renames it over `path`, so a
-/// crash leaves either the old file or the new one. `private`: readable by the owner only.
-pub async fn write_json_atomically<T: Serialize>(path: &Path, value: &T, private: bool) -> anyhow::Result<()> {
+/// How a file is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Readable by the owner only.
+    pub private: bool,
+    /// Synced to disk before the rename.
+    pub sync: bool,
+}
+
+/// Writes `value` to a temporary file beside `path` and renames it over `path`, so a crash
+/// leaves either the old file or the new one.
+pub async fn write_json_atomically<T: Serialize>(path: &Path, value: &T, options: Options) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).context("cannot serialize the state")?;
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || write_atomically(&path, &bytes, private))
+    tokio::task::spawn_blocking(move || write_atomically(&path, &bytes, options))
         .await
         .context("the state writer stopped")?
 }
 
-fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8], Options { private, sync }: Options) -> anyhow::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -74,7 +84,9 @@ fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<
     let _ = private;
     let mut file = options.open(&temp).with_context(|| format!("cannot write {}", temp.display()))?;
     file.write_all(bytes).with_context(|| format!("cannot write {}", temp.display()))?;
-    file.sync_all().with_context(|| format!("cannot sync {}", temp.display()))?;
+    if sync {
+        file.sync_all().with_context(|| format!("cannot sync {}", temp.display()))?;
+    }
     drop(file);
     std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
@@ -108,8 +120,8 @@ mod tests {
         };
         runtime.record_finished(&job, &Ok(()));
         runtime.set_shadow(serde_json::json!({"a": 1}), 2);
-        save(&dir, &runtime).await.unwrap();
-        save(&dir, &runtime).await.unwrap();
+        save(&dir, &runtime, true).await.unwrap();
+        save(&dir, &runtime, false).await.unwrap();
         let (loaded, _) = load(&dir).await.unwrap();
         assert_eq!(loaded.to_persisted(), runtime.to_persisted());
         assert!(!dir.join(".state.json.tmp").exists());

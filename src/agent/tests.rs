@@ -608,3 +608,31 @@ async fn spawn_refuses_bad_settings() {
     config.ca_cert = Some(temp_dir().join("missing.pem"));
     assert!(Agent::spawn(config).is_err());
 }
+
+#[tokio::test]
+async fn messages_are_paced_under_the_server_limit() {
+    let mut server = fake_server().await;
+    let node = Uuid::new_v4();
+    let mut config = server.config(node);
+    config.job_duration = Duration::ZERO;
+    config.max_messages_per_second = 40;
+    config.message_burst = 5;
+    let agent = Agent::spawn(config).unwrap();
+    let mut conn = server.accept().await;
+    conn.welcome(node, 30).await;
+    let definition = Uuid::new_v4();
+    let jobs: Vec<Job> = (1..=5).map(|seq| job(seq, JobCommand::Remove, definition)).collect();
+    for job in &jobs {
+        conn.send(ServerMessage::Job(job.clone())).await;
+    }
+    // 5 jobs x 4 messages (received, inProgress, succeeded, state) = 20; the hello took one of
+    // the burst of 5, so 16 wait for tokens at 40 per second: at least 0.4 s.
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        conn.recv().await;
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(350), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    stop(agent, conn).await;
+}

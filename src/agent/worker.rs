@@ -129,7 +129,7 @@ impl Worker {
         let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_max);
         loop {
             let attempt = Instant::now();
-            match self.connect_and_serve().await {
+            match Box::pin(self.connect_and_serve()).await {
                 SessionEnd::Stop(reason) => return reason,
                 SessionEnd::Retry { welcomed } => {
                     if welcomed && attempt.elapsed() >= self.config.healthy_after {
@@ -213,7 +213,7 @@ impl Worker {
             return;
         }
         let Some(job) = self.queue.pop_front() else { return };
-        *self.shared.details().executions.entry(job.id).or_default() += 1;
+        self.shared.details().count_execution(job.id);
         self.log(
             Level::INFO,
             format!(
@@ -285,7 +285,7 @@ impl Worker {
     /// Writes the state file (when there is a state dir); a failure is logged, not fatal.
     pub async fn persist(&mut self) {
         let Some(dir) = &self.config.state_dir else { return };
-        if let Err(error) = state::save(dir, &self.runtime).await {
+        if let Err(error) = state::save(dir, &self.runtime, self.config.sync_state).await {
             self.log(Level::ERROR, format!("cannot save the state: {error:#}"));
         }
     }

@@ -413,3 +413,58 @@ async fn an_agent_enrols_with_a_registration_key_once() {
     assert!(format!("{error:#}").contains("HTTP 4"), "{error:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_agent_trusts_a_self_signed_server_with_ca_cert() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let app = TestApp::spawn_with(|config| {
+        config.tls_cert = Some(cert.clone());
+        config.tls_key = Some(key.clone());
+    })
+    .await;
+    let port = app.server.as_ref().unwrap().addr.port();
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let https = format!("https://localhost:{port}");
+    let login = trusting
+        .post(format!("{https}/api/authentication/login"))
+        .json(&json!({"email": OWNER_EMAIL, "password": OWNER_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let token = login.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let me = trusting.get(format!("{https}/api/users/me")).bearer_auth(&token).send().await.unwrap();
+    let organization = me.json::<Value>().await.unwrap()["organization"]["id"].clone();
+    let created = trusting
+        .post(format!("{https}/api/edgenodes"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Secure1", "organizationId": organization, "type": "Production"}))
+        .send()
+        .await
+        .unwrap();
+    let created = created.json::<Value>().await.unwrap();
+    let node_id: Uuid = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).parse().unwrap();
+
+    // Without the CA the agent cannot connect; with it, it can.
+    let mut settings = AgentConfig::new(https.clone(), node_id, created["accessKey"].as_str().unwrap());
+    settings.backoff_max = Duration::from_millis(200);
+    let untrusting = Agent::spawn(settings.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!untrusting.is_connected());
+    untrusting.stop().await;
+    settings.ca_cert = Some(cert.clone());
+    let agent = Agent::spawn(settings).unwrap();
+    assert!(eventually(WITHIN, || async { agent.is_connected() }).await, "{:?}", agent.log_lines(10));
+    let health =
+        trusting.get(format!("{https}/api/edgenodes/{node_id}/health")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    agent.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
