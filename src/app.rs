@@ -50,6 +50,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(edgenodes::shadow::router())
         .merge(crate::jobs::routes::router())
         .merge(crate::tunnel::routes::router())
+        .merge(crate::events::routes::router())
 }
 
 async fn no_such_endpoint() -> ApiError {

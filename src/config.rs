@@ -139,6 +139,20 @@ pub struct Config {
     /// unset, one is generated once and stored in the database.
     #[arg(long, env = "EDGEFLOW_ENCRYPTION_KEY", hide_env_values = true)]
     pub encryption_key: Option<String>,
+
+    /// Events older than this many days are deleted, in small batches, by a background task
+    /// (0: keep them forever).
+    #[arg(long, env = "EDGEFLOW_EVENT_RETENTION_DAYS", default_value_t = 90)]
+    pub event_retention_days: u32,
+
+    /// Seconds between the heartbeat comments of a live event stream (`/api/events/stream`).
+    #[arg(long, env = "EDGEFLOW_EVENT_STREAM_KEEPALIVE_SECONDS", default_value_t = 15)]
+    pub event_stream_keepalive_seconds: u64,
+
+    /// Event exports (CSV, NDJSON) one replica runs at once; each holds a database connection
+    /// while the client downloads. Default: a quarter of the connections, at least one.
+    #[arg(long, env = "EDGEFLOW_MAX_EVENT_EXPORTS")]
+    pub max_event_exports: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

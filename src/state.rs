@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use crate::{
     auth::{password::PasswordHasherPool, revocation::RevocationList, secret_box::SecretBox, tokens::TokenKeys},
     config::Config,
+    events::feed::EventFeed,
     http::{metrics::Metrics, rate_limit::RateLimits},
     tunnel::{
         bus,
@@ -28,6 +29,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub secrets: Arc<SecretBox>,
     pub hub: Arc<Hub>,
+    pub events: Arc<EventFeed>,
 }
 
 /// A server-wide secret shared by every replica: the configured value, or one generated once and
@@ -57,6 +59,9 @@ impl AppState {
         presence::heartbeat(&hub).await?;
         bus::start_listener(hub.clone()).await?;
         presence::spawn_maintenance(hub.clone());
+        let max_exports = config.max_event_exports.unwrap_or(config.db_max_connections as usize / 4);
+        let events = EventFeed::start(db.clone(), max_exports, hub.stopped()).await?;
+        crate::events::retention::spawn(db.clone(), config.event_retention_days, hub.stopped());
         Ok(Self {
             tokens: Arc::new(TokenKeys::new(&jwt_secret, config.access_token_ttl_seconds)),
             passwords: PasswordHasherPool::new(config.password_hash_concurrency())?,
@@ -65,6 +70,7 @@ impl AppState {
             rate_limits,
             metrics: Arc::new(Metrics::default()),
             hub,
+            events,
             config: Arc::new(config),
             db,
         })

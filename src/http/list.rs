@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder, postgres::PgRow};
 use utoipa::{IntoParams, ToSchema};
@@ -19,6 +19,9 @@ use crate::error::{ApiError, ApiResult, FieldError};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 1000;
+/// Most values one `in` filter may list: each is a bound parameter, and with at most 100 filters
+/// the total stays under PostgreSQL's 65535.
+pub const MAX_IN_VALUES: usize = 500;
 
 /// How a property's values are typed, which decides how a filter value is parsed and compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,9 @@ pub enum PropertyType {
     Integer,
     Time,
     Boolean,
+    /// Text with a fixed set of values (an enum such as a level): a value is matched
+    /// case-insensitively and compared in its canonical spelling; anything else is a 400.
+    Choice(&'static [&'static str]),
 }
 
 /// A property a client may filter or sort a list on.
@@ -144,6 +150,11 @@ impl Value {
             PropertyType::Uuid => Uuid::parse_str(text).map(Self::Uuid).map_err(|_| "expected a UUID".into()),
             PropertyType::Integer => text.parse().map(Self::Integer).map_err(|_| "expected an integer".into()),
             PropertyType::Time => parse_time(text).map(Self::Time),
+            PropertyType::Choice(choices) => choices
+                .iter()
+                .find(|c| c.eq_ignore_ascii_case(text))
+                .map(|c| Self::Text((*c).to_owned()))
+                .ok_or_else(|| format!("expected one of {}", choices.join(", "))),
             PropertyType::Boolean => match text.to_ascii_lowercase().as_str() {
                 "true" => Ok(Self::Boolean(true)),
                 "false" => Ok(Self::Boolean(false)),
@@ -164,19 +175,23 @@ impl Value {
 }
 
 /// Parses a UTC ISO 8601 time; a time without a zone is taken as UTC (Crosser's examples omit it).
+/// Years outside 1..=9999 are refused: PostgreSQL would reject some of them with an error.
 pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_any_time(text)
+        .filter(|time| (1..=9999).contains(&time.year()))
+        .ok_or_else(|| "expected an ISO 8601 time such as 2024-01-18T15:00:00Z".to_owned())
+}
+
+fn parse_any_time(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Ok(time.with_timezone(&Utc));
+        return Some(time.with_timezone(&Utc));
     }
     for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
         if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Ok(naive.and_utc());
+            return Some(naive.and_utc());
         }
     }
-    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
-    }
-    Err("expected an ISO 8601 time such as 2024-01-18T15:00:00Z".into())
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(|date| date.and_time(chrono::NaiveTime::MIN).and_utc())
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +310,11 @@ impl ListQuery {
             tie_breaker: spec.tie_breaker,
             filters: filters.unwrap_or_default(),
         })
+    }
+
+    /// The SQL expression the list is ordered by (before the tie-breaker), and the direction.
+    pub fn order(&self) -> (&'static str, Direction) {
+        (self.order_sql, self.direction)
     }
 
     /// Appends ` AND <condition>` for every filter.
@@ -439,15 +459,23 @@ fn parse_filters(
             continue;
         };
         let text = fields.get("propertyvalue").cloned().unwrap_or_default();
+        if text.contains('\0') {
+            problems.push(FieldError::new(at("propertyValue"), "must not contain NUL characters"));
+            continue;
+        }
         let ordered = matches!(
             filter_type,
             FilterType::GreaterThan | FilterType::GreaterOrEqual | FilterType::LessThan | FilterType::LessOrEqual
         );
-        if ordered && matches!(property.kind, PropertyType::Boolean | PropertyType::Uuid) {
+        if ordered && matches!(property.kind, PropertyType::Boolean | PropertyType::Uuid | PropertyType::Choice(_)) {
             problems.push(FieldError::new(at("filterType"), format!("'{type_text}' does not apply to {}", property.name)));
             continue;
         }
         let pieces: Vec<&str> = match filter_type {
+            FilterType::In if text.split(',').count() > MAX_IN_VALUES => {
+                problems.push(FieldError::new(at("propertyValue"), format!("at most {MAX_IN_VALUES} values for 'in'")));
+                continue;
+            }
             FilterType::In => text.split(',').collect(),
             FilterType::Contains | FilterType::StartsWith => Vec::new(),
             _ => vec![text.as_str()],
@@ -510,6 +538,7 @@ mod tests {
             Property::new("name", "t.name", PropertyType::Text),
             Property::new("createdAt", "t.created_at", PropertyType::Time),
             Property::new("id", "t.id", PropertyType::Uuid),
+            Property::new("level", "t.level", PropertyType::Choice(&["Info", "Warning", "Error"])),
         ],
         default_order: "name",
         default_direction: Direction::Asc,
@@ -562,6 +591,27 @@ mod tests {
     }
 
     #[test]
+    fn choices_match_case_insensitively_and_refuse_the_rest() {
+        let list = ListQuery::parse(
+            &params("filters[0].propertyName=level&filters[0].propertyValue=error,WARNING&filters[0].filterType=in"),
+            &SPEC,
+        )
+        .unwrap();
+        assert_eq!(list.filters[0].values, vec![Value::Text("Error".into()), Value::Text("Warning".into())]);
+        for query in [
+            "filters[0].propertyName=level&filters[0].propertyValue=Critical",
+            "filters[0].propertyName=level&filters[0].propertyValue=Info&filters[0].filterType=greaterThan",
+            "filters[0].propertyName=name&filters[0].propertyValue=a%00b",
+            "filters[0].propertyName=createdAt&filters[0].propertyValue=-20000-01-01T00:00:00&filters[0].filterType=lessThan",
+        ] {
+            let Err(ApiError::Validation { details, .. }) = ListQuery::parse(&params(query), &SPEC) else {
+                panic!("{query} was accepted");
+            };
+            assert!(details[0].field.starts_with("filters[0]."), "{query}: {details:?}");
+        }
+    }
+
+    #[test]
     fn like_wildcards_in_values_are_literal() {
         assert_eq!(escape_like(r"50%_a\b"), r"50\%\_a\\b");
     }
@@ -571,5 +621,6 @@ mod tests {
         assert_eq!(parse_time("2024-01-18T15:00:00").unwrap().to_rfc3339(), "2024-01-18T15:00:00+00:00");
         assert!(parse_time("2024-01-18T15:00:00+02:00").is_ok());
         assert!(parse_time("soon").is_err());
+        assert!(parse_time("+20000-01-01T00:00:00").is_err());
     }
 }

@@ -9,6 +9,7 @@ mod agent;
 mod apikeys;
 mod auth;
 mod edgenodes;
+mod events;
 mod http_layer;
 mod organizations;
 mod registrationkeys;
