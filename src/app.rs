@@ -50,6 +50,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(edgenodes::shadow::router())
         .merge(crate::jobs::routes::router())
         .merge(crate::tunnel::routes::router())
+        .merge(crate::flows::definitions::router())
+        .merge(crate::flows::drafts::router())
+        .merge(crate::flows::versions::router())
         .merge(crate::events::routes::router())
 }
 

@@ -9,6 +9,7 @@ pub mod db;
 pub mod edgenodes;
 pub mod error;
 pub mod events;
+pub mod flows;
 pub mod health;
 pub mod housekeeping;
 pub mod http;

@@ -10,6 +10,7 @@ mod apikeys;
 mod auth;
 mod edgenodes;
 mod events;
+mod flows;
 mod http_layer;
 mod organizations;
 mod registrationkeys;
