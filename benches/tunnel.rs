@@ -78,8 +78,8 @@ async fn run() {
             .env("EDGEFLOW_ADMIN_EMAIL", EMAIL)
             .env("EDGEFLOW_ADMIN_PASSWORD", PASSWORD)
             .env("EDGEFLOW_DB_MAX_CONNECTIONS", "20")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", std::env::var("EDGEFLOW_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(if std::env::var_os("EDGEFLOW_BENCH_SERVER_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("start the server binary"),
     );

@@ -141,19 +141,20 @@ pub async fn take_queued(pool: &PgPool, nodes: &[Uuid]) -> Result<Vec<JobRow>, s
     Ok(rows)
 }
 
-/// Every unfinished job of a node in seq order, for a (re)connected node; queued ones become Sent.
-pub async fn take_unfinished(pool: &PgPool, node_id: Uuid) -> Result<Vec<JobRow>, sqlx::Error> {
+/// Every unfinished job of these nodes by node and seq, for (re)connected nodes; queued ones
+/// become Sent.
+pub async fn take_unfinished(pool: &PgPool, nodes: &[Uuid]) -> Result<Vec<JobRow>, sqlx::Error> {
     let mut rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE node_jobs SET state = CASE WHEN state = 'Queued' THEN 'Sent' ELSE state END, \
                 sent_at = now(), attempts = attempts + 1 \
-         WHERE node_id = $1 AND state IN ('Queued', 'Sent', 'InProgress') AND \
+         WHERE node_id = ANY($1) AND state IN ('Queued', 'Sent', 'InProgress') AND \
                (state = 'InProgress' OR expires_at > now()) \
          RETURNING {COLUMNS}"
     )))
-    .bind(node_id)
+    .bind(nodes)
     .fetch_all(pool)
     .await?;
-    rows.sort_by_key(|r| r.seq);
+    rows.sort_by_key(|r| (r.node_id, r.seq));
     Ok(rows)
 }
 
@@ -282,13 +283,6 @@ pub async fn sweep(pool: &PgPool, job_timeout_seconds: i64) -> Result<u64, sqlx:
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
-}
-
-pub async fn shadow_of(pool: &PgPool, node_id: Uuid) -> Result<Option<(Value, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT shadow_desired, shadow_version FROM edge_nodes WHERE id = $1")
-        .bind(node_id)
-        .fetch_optional(pool)
-        .await
 }
 
 pub async fn shadows_of(pool: &PgPool, nodes: &[Uuid]) -> Result<Vec<(Uuid, Value, i64)>, sqlx::Error> {

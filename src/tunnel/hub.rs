@@ -95,6 +95,8 @@ pub struct Hub {
     last_seen: Mutex<HashMap<Uuid, DateTime<Utc>>>,
     /// Job updates from the nodes, written in batches by one writer.
     job_updates: mpsc::UnboundedSender<(Uuid, JobUpdate)>,
+    /// Signalled when nodes finish jobs, so the deployment driver acts at once.
+    jobs_settled: Arc<tokio::sync::Notify>,
     /// Flips to true when the replica stops: background loops end.
     stopped: tokio::sync::watch::Sender<bool>,
 }
@@ -117,11 +119,17 @@ impl Hub {
             deliveries,
             last_seen: Mutex::new(HashMap::new()),
             job_updates,
+            jobs_settled: Arc::new(tokio::sync::Notify::new()),
             stopped: tokio::sync::watch::channel(false).0,
         });
         tokio::spawn(delivery_worker(Arc::downgrade(&hub), queue));
-        tokio::spawn(job_update_writer(hub.db.clone(), updates));
+        tokio::spawn(job_update_writer(hub.db.clone(), updates, hub.jobs_settled.clone()));
         hub
+    }
+
+    /// Notified when nodes have finished jobs.
+    pub fn jobs_settled(&self) -> Arc<tokio::sync::Notify> {
+        self.jobs_settled.clone()
     }
 
     /// A receiver that turns true when this replica stops.
@@ -233,6 +241,7 @@ impl Hub {
     pub async fn on_bus(&self, message: BusMessage) {
         match message {
             BusMessage::Jobs { nodes } => {
+                tracing::debug!(nodes = nodes.len(), "jobs announced");
                 let held: Vec<Uuid> = nodes.into_iter().filter(|n| self.holds(*n)).collect();
                 if !held.is_empty() {
                     self.deliver_jobs(held);
@@ -436,7 +445,11 @@ async fn take_stored_reply(db: &PgPool, call_id: Uuid) -> Option<Value> {
 
 /// Writes nodes' job updates in batches: a burst from ten thousand nodes becomes a few
 /// statements instead of tens of thousands.
-async fn job_update_writer(db: PgPool, mut updates: mpsc::UnboundedReceiver<(Uuid, JobUpdate)>) {
+async fn job_update_writer(
+    db: PgPool,
+    mut updates: mpsc::UnboundedReceiver<(Uuid, JobUpdate)>,
+    settled: Arc<tokio::sync::Notify>,
+) {
     while let Some(first) = updates.recv().await {
         let mut batch = vec![first];
         while batch.len() < 2000 {
@@ -445,9 +458,17 @@ async fn job_update_writer(db: PgPool, mut updates: mpsc::UnboundedReceiver<(Uui
                 Err(_) => break,
             }
         }
+        let finished = batch
+            .iter()
+            .any(|(_, u)| matches!(u.state, crate::tunnel::protocol::JobUpdateState::Succeeded | crate::tunnel::protocol::JobUpdateState::Failed));
         for attempt in 1..=3 {
             match job_store::apply_updates(&db, batch.clone()).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    if finished {
+                        settled.notify_one();
+                    }
+                    break;
+                }
                 Err(err) if attempt < 3 => {
                     tracing::warn!(error = %err, attempt, "storing job updates failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
@@ -484,12 +505,14 @@ async fn delivery_worker(hub: std::sync::Weak<Hub>, mut queue: mpsc::UnboundedRe
             taken += 1;
             next = if taken < 10_000 { queue.try_recv().ok() } else { None };
         }
-        for (node_id, session_id) in resumes {
-            if let Err(err) = resume_node(&hub, node_id, session_id).await {
-                tracing::warn!(node = %node_id, error = %err, "resuming a node's jobs failed; retrying later");
+        if !resumes.is_empty() {
+            for (node_id, _) in &resumes {
+                poked.remove(node_id);
+                shadows.remove(node_id);
             }
-            poked.remove(&node_id);
-            shadows.remove(&node_id);
+            if let Err(err) = resume_nodes(&hub, resumes).await {
+                tracing::warn!(error = %err, "resuming nodes' jobs failed; the periodic resync retries");
+            }
         }
         if !shadows.is_empty()
             && let Err(err) = send_shadows(&hub, shadows.into_iter().collect()).await
@@ -497,10 +520,13 @@ async fn delivery_worker(hub: std::sync::Weak<Hub>, mut queue: mpsc::UnboundedRe
             tracing::warn!(error = %err, "sending shadows failed");
         }
         let held: Vec<Uuid> = poked.into_iter().filter(|n| hub.holds(*n)).collect();
-        if !held.is_empty()
-            && let Err(err) = send_queued(&hub, held).await
-        {
-            tracing::warn!(error = %err, "delivering jobs failed; they stay queued and are retried");
+        if !held.is_empty() {
+            let started = Instant::now();
+            let count = held.len();
+            match send_queued(&hub, held).await {
+                Ok(()) => tracing::debug!(nodes = count, millis = started.elapsed().as_millis() as u64, "delivered queued jobs"),
+                Err(err) => tracing::warn!(error = %err, "delivering jobs failed; they stay queued and are retried"),
+            }
         }
     }
 }
@@ -522,17 +548,22 @@ fn push(hub: &Hub, node_id: Uuid, message: &ServerMessage) -> bool {
     }
 }
 
-async fn resume_node(hub: &Hub, node_id: Uuid, session_id: Uuid) -> Result<(), sqlx::Error> {
-    if hub.sender(node_id).map(|(s, _)| s) != Some(session_id) {
+/// Sends (re)connected nodes their shadow and every unfinished job in order: one query for all
+/// shadows and one for all jobs, however many nodes connected at once.
+async fn resume_nodes(hub: &Hub, resumes: Vec<(Uuid, Uuid)>) -> Result<(), sqlx::Error> {
+    let current: Vec<Uuid> = resumes
+        .into_iter()
+        .filter(|(node_id, session_id)| hub.sender(*node_id).map(|(s, _)| s) == Some(*session_id))
+        .map(|(node_id, _)| node_id)
+        .collect();
+    if current.is_empty() {
         return Ok(());
     }
-    if let Some((desired, version)) = job_store::shadow_of(&hub.db, node_id).await? {
-        push(hub, node_id, &ServerMessage::Shadow(Shadow { desired, version }));
-    }
-    let jobs = job_store::take_unfinished(&hub.db, node_id).await?;
+    send_shadows(hub, current.clone()).await?;
+    let jobs = job_store::take_unfinished(&hub.db, &current).await?;
     let mut undelivered = Vec::new();
     for job in jobs {
-        let id = job.id;
+        let (id, node_id) = (job.id, job.node_id);
         if !push(hub, node_id, &ServerMessage::Job(job.into_message())) {
             undelivered.push(id);
         }

@@ -17,7 +17,7 @@ use crate::{
 
 /// Socket buffers: small, because a replica holds tens of thousands of sockets (tungstenite's
 /// default read buffer alone is 128 KiB).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 0;
 const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 const MAX_FRAME_BYTES: usize = 64 * 1024;

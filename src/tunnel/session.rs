@@ -117,7 +117,7 @@ async fn receive_hello(socket: &mut WebSocket) -> Result<Hello, Ending> {
 }
 
 pub async fn run(hub: Arc<Hub>, mut socket: WebSocket, node: NodeIdentity, client_ip: Option<String>) {
-    let hello = match receive_hello(&mut socket).await {
+    let hello = match Box::pin(receive_hello(&mut socket)).await {
         Ok(hello) => hello,
         Err(ending) => {
             if let Some((code, reason)) = ending.close {
@@ -128,7 +128,9 @@ pub async fn run(hub: Arc<Hub>, mut socket: WebSocket, node: NodeIdentity, clien
         }
     };
     let session_id = Uuid::now_v7();
-    if let Err(err) = presence::connected(&hub, &node, session_id, &hello, client_ip).await {
+    // Futures that run database queries are large; boxed, they take memory only while they run,
+    // not for the whole life of the session (this decides how many nodes a replica holds).
+    if let Err(err) = Box::pin(presence::connected(&hub, &node, session_id, &hello, client_ip)).await {
         tracing::warn!(node = %node.id, error = %err, "could not record the connection; closing");
         close(&mut socket, 1011, "server error; reconnect later").await;
         return;
@@ -156,7 +158,7 @@ pub async fn run(hub: Arc<Hub>, mut socket: WebSocket, node: NodeIdentity, clien
         return;
     }
     tracing::info!(node = %node.id, session = %session_id, reason = %ending.reason, "node disconnected");
-    if let Err(err) = presence::disconnected(&hub, &node, session_id, &ending.reason, ending.level).await {
+    if let Err(err) = Box::pin(presence::disconnected(&hub, &node, session_id, &ending.reason, ending.level)).await {
         tracing::warn!(node = %node.id, error = %err, "could not record the disconnection");
     }
 }
@@ -191,7 +193,7 @@ async fn serve(
                         if !bucket.take() {
                             return Ending::violation("too many messages");
                         }
-                        if let Err(ending) = handle(hub, node, &text, &mut metrics_stored).await {
+                        if let Err(ending) = Box::pin(handle(hub, node, &text, &mut metrics_stored)).await {
                             return ending;
                         }
                     }
