@@ -219,8 +219,8 @@ async fn run() {
             "filters[0].propertyName=Subject&filters[0].propertyValue=Node:%20Production5&filters[0].filterType=contains".into(),
         ),
         (
-            "first page, subject contains (rare)",
-            "filters[0].propertyName=Subject&filters[0].propertyValue=Node:%20Production999&filters[0].filterType=contains"
+            "first page, subject contains (rare, 0.1 %)",
+            "filters[0].propertyName=Subject&filters[0].propertyValue=Node:%20Production901&filters[0].filterType=contains"
                 .into(),
         ),
         (

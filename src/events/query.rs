@@ -3,7 +3,7 @@
 //! the live stream, so all three select the same events for the same parameters.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -52,7 +52,9 @@ impl Position {
         let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).ok()?;
         let text = std::str::from_utf8(&bytes).ok()?;
         let (micros, id) = text.split_once(':')?;
-        Some(Self { at: DateTime::from_timestamp_micros(micros.parse().ok()?)?, id: Uuid::try_parse(id).ok()? })
+        // Only times PostgreSQL can hold (a forged cursor must be a 400, not a database error).
+        let at = DateTime::from_timestamp_micros(micros.parse().ok()?).filter(|at| (1..=9999).contains(&at.year()))?;
+        Some(Self { at, id: Uuid::try_parse(id).ok()? })
     }
 }
 
@@ -66,8 +68,8 @@ pub struct EventQuery {
     pub until: Option<DateTime<Utc>>,
     /// Continue after this event (keyset paging).
     pub after: Option<Position>,
-    /// Whether `limit` (and `offset`) were given, rather than defaulted: exports ignore defaults.
-    pub explicit_paging: bool,
+    /// Whether `limit` was given rather than defaulted: an export without one has no limit.
+    pub explicit_limit: bool,
 }
 
 impl EventQuery {
@@ -109,13 +111,9 @@ impl EventQuery {
             }
         }
         match list {
-            Some(list) if problems.is_empty() => Ok(Self {
-                list,
-                since,
-                until,
-                after,
-                explicit_paging: params.get("limit").is_some() || params.get("offset").is_some(),
-            }),
+            Some(list) if problems.is_empty() => {
+                Ok(Self { list, since, until, after, explicit_limit: params.get("limit").is_some() })
+            }
             _ => Err(ApiError::validation(problems)),
         }
     }
@@ -181,7 +179,8 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         let position = Position { at: parse_time("2020-09-29T12:57:10.481896Z").unwrap(), id: Uuid::now_v7() };
         assert_eq!(Position::from_cursor(&position.cursor()), Some(position));
-        for garbage in ["", "x", "bm90IGEgY3Vyc29y", "' OR 1=1 --"] {
+        let forged = URL_SAFE_NO_PAD.encode(format!("-6000000000000000000:{}", Uuid::now_v7().simple()));
+        for garbage in ["", "x", "bm90IGEgY3Vyc29y", "' OR 1=1 --", forged.as_str()] {
             assert_eq!(Position::from_cursor(garbage), None, "{garbage}");
         }
     }

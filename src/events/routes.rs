@@ -81,7 +81,7 @@ struct StreamParams {
 /// new events arrive (`nextCursor` is null at the end). `offset` works too, but slows down with depth.
 ///
 /// With `Accept: text/csv` or `Accept: application/x-ndjson` the answer streams every matching
-/// event (`limit`/`offset` apply only when given). CSV fields a spreadsheet would run as a formula
+/// event (`limit` applies only when given). CSV fields a spreadsheet would run as a formula
 /// get a leading `'`; NDJSON carries values exactly.
 #[utoipa::path(get, path = "/api/events", tag = "events",
     params(ListParams, EventParams),

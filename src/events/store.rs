@@ -141,13 +141,13 @@ pub async fn count(conn: &mut PgConnection, organization_id: Uuid, query: &Event
     sql.build_query_scalar::<i64>().fetch_one(conn).await
 }
 
-/// The SQL of an export: every matching row in the requested order (offset and limit only when
-/// the client gave them).
+/// The SQL of an export: every matching row in the requested order (after `offset`, and up to
+/// `limit` only when the client gave one).
 pub fn export_sql(organization_id: Uuid, query: &EventQuery) -> QueryBuilder<Postgres> {
     let mut sql = QueryBuilder::new(format!("SELECT {COLUMNS}"));
     query.push_from_where(&mut sql, organization_id);
     let mut page = query.list.clone();
-    if !query.explicit_paging {
+    if !query.explicit_limit {
         page.limit = i64::MAX;
     }
     page.push_order_and_page(&mut sql);

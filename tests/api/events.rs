@@ -283,6 +283,12 @@ async fn bad_filter_input_is_400_never_500() {
         "offset=-1".to_owned(),
         "includeCount=maybe".to_owned(),
     ];
+    // A forged cursor with a time PostgreSQL cannot hold.
+    {
+        use base64::Engine;
+        let forged = format!("-6000000000000000000:{}", Uuid::now_v7().simple());
+        cases.push(format!("after={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged)));
+    }
     if let Some(cursor) = cursor {
         cases.push(format!("after={cursor}&orderBy=subject"));
         cases.push(format!("after={cursor}&offset=10"));
@@ -556,6 +562,14 @@ async fn exports_stream_every_row_and_match_the_list() {
         .await
         .unwrap();
     assert_eq!(response.text().await.unwrap().lines().count(), 7);
+    // An offset alone skips, without the list's default limit.
+    let response = app
+        .get(&format!("/api/events?offset=1000&{}", scoped("test.export", "")), &owner)
+        .header(header::ACCEPT, "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap().lines().count(), 200 + awkward.len());
 }
 
 /// A minimal Server-Sent Events reader.
