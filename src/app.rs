@@ -6,19 +6,18 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Context;
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
-    http::{HeaderName, HeaderValue, Method, StatusCode, header},
-    middleware,
-    response::Response,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
 };
 use axum_server::{Handle, tls_rustls::RustlsConfig};
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    compression::CompressionLayer,
+    compression::{CompressionLayer, DefaultPredicate, Predicate},
     cors::{AllowOrigin, CorsLayer},
     sensitive_headers::SetSensitiveRequestHeadersLayer,
-    timeout::TimeoutLayer,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -49,11 +48,27 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(edgenodes::remote::router())
         .merge(edgenodes::shadow::router())
         .merge(crate::jobs::routes::router())
+        .merge(crate::deployments::routes::router())
         .merge(crate::tunnel::routes::router())
         .merge(crate::flows::definitions::router())
         .merge(crate::flows::drafts::router())
         .merge(crate::flows::versions::router())
+        .merge(crate::resources::routes::router())
+        .merge(organizations::usage::router())
         .merge(crate::events::routes::router())
+}
+
+/// Answers 503 when a request takes longer than the configured timeout. Resource uploads (see
+/// `resources::is_long_transfer`) are exempt: they stream for as long as data keeps coming, and
+/// stop on their own idle timeout instead.
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    if crate::resources::is_long_transfer(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable(format!("the request took longer than {} s", limit.as_secs())).into_response(),
+    }
 }
 
 async fn no_such_endpoint() -> ApiError {
@@ -100,10 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::replay_or_record))
         .route_layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(config.request_timeout_seconds),
-        ));
+        .layer(middleware::from_fn_with_state(Duration::from_secs(config.request_timeout_seconds), request_timeout));
     let middleware = ServiceBuilder::new()
         .layer(middleware::from_fn(request_id::request_context))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -113,7 +125,12 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("x-api-key"),
         ]))
         .option_layer(cors(&config.cors_origins))
-        .layer(CompressionLayer::new())
+        // Files served with byte ranges (resource downloads) go out as stored.
+        .layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(
+            |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| {
+                !headers.contains_key(header::ACCEPT_RANGES)
+            },
+        )))
         .layer(middleware::from_fn(pretty::pretty_json));
     Router::new()
         .merge(api)
@@ -157,6 +174,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let state = AppState::build(config, pool).await?;
     users::bootstrap::ensure_first_owner(&state).await?;
     crate::housekeeping::spawn(state.db.clone());
+    crate::deployments::driver::spawn(state.clone());
+    crate::housekeeping::spawn_resource_cleanup(state.clone());
 
     let listener = std::net::TcpListener::bind(state.config.listen)
         .with_context(|| format!("cannot listen on {}", state.config.listen))?;

@@ -135,6 +135,40 @@ pub struct Config {
     #[arg(long, env = "EDGEFLOW_NODE_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
     pub node_max_message_bytes: usize,
 
+    /// Where uploaded resource files are kept: `s3://bucket/prefix` (S3 or compatible; needs a
+    /// build with the `s3` feature and the usual AWS_* variables, e.g. AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT), `file:///dir` or a directory.
+    /// Default: `<data dir>/blobs`, written with fsync.
+    #[arg(long, env = "EDGEFLOW_BLOB_URL")]
+    pub blob_url: Option<String>,
+
+    /// Largest resource file that may be uploaded, in bytes (413 past it).
+    #[arg(long, env = "EDGEFLOW_MAX_UPLOAD_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+
+    /// Resource storage each organization may use, in bytes (413 `QUOTA_EXCEEDED` past it;
+    /// 0: no quota).
+    #[arg(long, env = "EDGEFLOW_STORAGE_QUOTA_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub storage_quota_bytes: u64,
+
+    /// Part size offered to resumable uploads, in bytes (clients may ask for 1 MiB to 256 MiB).
+    #[arg(long, env = "EDGEFLOW_UPLOAD_PART_SIZE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub upload_part_size_bytes: u64,
+
+    /// A resumable upload session untouched for this many seconds expires; its parts are deleted.
+    #[arg(long, env = "EDGEFLOW_UPLOAD_SESSION_EXPIRY_SECONDS", default_value_t = 24 * 3600)]
+    pub upload_session_expiry_seconds: i64,
+
+    /// How often the deployment driver looks at running deployments, in milliseconds (it also
+    /// wakes whenever nodes finish jobs).
+    #[arg(long, env = "EDGEFLOW_DEPLOYMENT_TICK_MILLIS", default_value_t = 1000)]
+    pub deployment_tick_millis: u64,
+
+    /// A deployment target with no outcome after this many seconds counts as failed (TimedOut),
+    /// unless the deployment says otherwise.
+    #[arg(long, env = "EDGEFLOW_DEPLOYMENT_TARGET_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub deployment_target_timeout_seconds: i32,
+
     /// Key that encrypts stored secrets (identity provider client secrets), any string. When
     /// unset, one is generated once and stored in the database.
     #[arg(long, env = "EDGEFLOW_ENCRYPTION_KEY", hide_env_values = true)]
@@ -173,6 +207,15 @@ impl Config {
         let mut config = Wrapper::parse_from(["edgeflow"]).config;
         config.database_url = database_url.to_owned();
         config
+    }
+
+    /// Where clients and nodes reach this server: `EDGEFLOW_PUBLIC_URL`, else derived from the
+    /// listen address (fine for one machine; set it behind a proxy or load balancer).
+    pub fn public_base_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("{}://{}", if self.tls_enabled() { "https" } else { "http" }, self.listen),
+        }
     }
 
     pub fn tls_enabled(&self) -> bool {

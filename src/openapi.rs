@@ -26,6 +26,7 @@ use utoipa::{
         (name = "edgenodes", description = "Edge nodes: registration, live status, keys, remote calls, shadow"),
         (name = "registrationkeys", description = "Keys that let edge nodes enrol themselves"),
         (name = "jobs", description = "The durable per-node job queue: start, stop, history, cancel"),
+        (name = "deployments", description = "Rolling out flow versions to nodes: strategies, thresholds, rollback"),
         (name = "tunnel", description = "The WebSocket edge nodes connect to (protocol: openapi/asyncapi.yaml)"),
         (name = "flows", description = "Flow definitions, their editable drafts and immutable versions (Crosser: flows)"),
         (name = "events", description = "The audit and operations log: list, export, live stream"),

@@ -54,7 +54,7 @@ pub fn test_config(database_url: &str) -> Config {
     config.admin_email = Some(OWNER_EMAIL.into());
     config.admin_password = Some(OWNER_PASSWORD.into());
     config.allow_signup = true;
-    config.db_max_connections = 5;
+    config.db_max_connections = 3;
     config.rate_limit_login_per_ip = 0;
     config.rate_limit_login_per_account = 0;
     config.rate_limit_api_per_second = 0;

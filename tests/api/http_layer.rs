@@ -83,7 +83,7 @@ async fn health_readiness_and_metrics() {
     );
     assert!(metrics.contains(r#"edgeflow_http_requests_total{method="GET",route="/api/users/me",status="401"} 1"#));
     assert!(metrics.contains(r#"edgeflow_http_request_duration_seconds_count{method="GET",route="/api/users/me"} 2"#));
-    assert!(metrics.contains("edgeflow_db_pool_max_connections 5"));
+    assert!(metrics.contains("edgeflow_db_pool_max_connections 3"));
 }
 
 #[tokio::test]
