@@ -43,3 +43,34 @@ pub fn spawn(pool: PgPool) {
         }
     });
 }
+
+/// How often resource blobs are swept: an upload orphaned by a crashed replica goes soon after the
+/// replica is known dead.
+const RESOURCE_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Resource storage clean-up: expired resumable upload sessions and their parts, blobs of failed
+/// or crashed uploads, and content released by deletes (see `resources::cleanup`). Ends when
+/// the replica stops.
+pub fn spawn_resource_cleanup(state: crate::state::AppState) {
+    let mut stopped = state.hub.stopped();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RESOURCE_SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped.wait_for(|stopped| *stopped) => return,
+            }
+            match crate::resources::cleanup::sweep_now(&state).await {
+                Ok(swept) if swept.blobs_deleted > 0 || swept.expired_uploads > 0 => {
+                    tracing::info!(
+                        blobs = swept.blobs_deleted,
+                        uploads = swept.expired_uploads,
+                        "resource storage swept"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "sweeping resource storage failed"),
+            }
+        }
+    });
+}

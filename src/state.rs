@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub secrets: Arc<SecretBox>,
     pub hub: Arc<Hub>,
+    /// Where resource content is stored.
+    pub blobs: Arc<crate::resources::blobs::Blobs>,
     pub events: Arc<EventFeed>,
 }
 
@@ -62,7 +64,9 @@ impl AppState {
         let max_exports = config.max_event_exports.unwrap_or(config.db_max_connections as usize / 4);
         let events = EventFeed::start(db.clone(), max_exports, hub.stopped()).await?;
         crate::events::retention::spawn(db.clone(), config.event_retention_days, hub.stopped());
+        let blobs = Arc::new(crate::resources::blobs::Blobs::from_config(&config)?);
         Ok(Self {
+            blobs,
             tokens: Arc::new(TokenKeys::new(&jwt_secret, config.access_token_ttl_seconds)),
             passwords: PasswordHasherPool::new(config.password_hash_concurrency())?,
             secrets: Arc::new(SecretBox::new(&encryption_key)),
