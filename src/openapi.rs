@@ -29,6 +29,7 @@ use utoipa::{
         (name = "deployments", description = "Rolling out flow versions to nodes: strategies, thresholds, rollback"),
         (name = "tunnel", description = "The WebSocket edge nodes connect to (protocol: openapi/asyncapi.yaml)"),
         (name = "flows", description = "Flow definitions, their editable drafts and immutable versions (Crosser: flows)"),
+        (name = "resources", description = "Versioned files and connection settings used by flows: drafts, uploads (streaming and resumable), downloads"),
         (name = "events", description = "The audit and operations log: list, export, live stream"),
     )
 )]
