@@ -107,3 +107,17 @@ macro_rules! text_enum {
     };
 }
 pub(crate) use text_enum;
+
+/// A LISTEN connection on its own single-connection pool, so the replica's long-lived listeners
+/// never take connections from the request pool (a listener holds its connection for good).
+pub async fn listener(pool: &PgPool, channel: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with((*pool.connect_options()).clone())
+        .await?;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}

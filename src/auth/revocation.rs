@@ -74,7 +74,7 @@ impl RevocationList {
     /// Listens for revocations from every replica: LISTEN is in place when this returns (so no
     /// revocation after start-up is missed), then the list is kept current until the process ends.
     pub async fn start_listener(self: &Arc<Self>, pool: PgPool) -> Result<(), sqlx::Error> {
-        let mut listener = connect(&pool).await?;
+        let mut listener = crate::db::listener(&pool, CHANNEL).await?;
         self.load_recent(&pool).await?;
         let list = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -86,7 +86,7 @@ impl RevocationList {
                 drop(strong);
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    if let Ok(fresh) = connect(&pool).await {
+                    if let Ok(fresh) = crate::db::listener(&pool, CHANNEL).await {
                         listener = fresh;
                         break;
                     }
@@ -126,11 +126,6 @@ impl RevocationList {
     }
 }
 
-async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
-}
 
 /// Records revoked sessions durably (the record outlives the session rows) and announces them to
 /// every replica; both take effect when the transaction commits.

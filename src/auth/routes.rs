@@ -213,7 +213,7 @@ async fn refresh(
                 Level::Warning,
                 Source::ControlCenter,
                 "auth.refresh_reuse",
-                format!("User: {}", row.user_id),
+                user_store::subject(&mut tx, row.user_id).await?,
                 "a used refresh token was presented again; the session was revoked",
             );
             event.user_id = Some(row.user_id);
@@ -265,7 +265,8 @@ async fn logout(State(state): State<AppState>, auth: AuthContext) -> ApiResult<S
     let (user_id, session_id) = auth.require_user()?;
     let mut tx = state.db.begin().await?;
     let revoked = store::revoke(&mut tx, RevokeScope::Session(session_id), "signed out").await?;
-    NewEvent::audit(&auth, "auth.logout", format!("User: {user_id}"), "signed out").record(&mut tx).await?;
+    let subject = user_store::subject(&mut tx, user_id).await?;
+    NewEvent::audit(&auth, "auth.logout", subject, "signed out").record(&mut tx).await?;
     tx.commit().await?;
     state.revocations.insert(&revoked);
     Ok(StatusCode::NO_CONTENT)
@@ -320,7 +321,8 @@ async fn revoke_all(State(state): State<AppState>, auth: AuthContext) -> ApiResu
     let (user_id, _) = auth.require_user()?;
     let mut tx = state.db.begin().await?;
     let revoked = store::revoke(&mut tx, RevokeScope::User(user_id), "all sessions revoked by the user").await?;
-    NewEvent::audit(&auth, "auth.revoke_all", format!("User: {user_id}"), format!("revoked {} sessions", revoked.len()))
+    let subject = user_store::subject(&mut tx, user_id).await?;
+    NewEvent::audit(&auth, "auth.revoke_all", subject, format!("revoked {} sessions", revoked.len()))
         .record(&mut tx)
         .await?;
     tx.commit().await?;

@@ -51,7 +51,7 @@ impl EventFeed {
         max_exports: usize,
         stopped: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, sqlx::Error> {
-        let listener = connect(&pool).await?;
+        let listener = crate::db::listener(&pool, CHANNEL).await?;
         let (sender, _) = broadcast::channel(CAPACITY);
         let feed = Arc::new(Self { sender: sender.clone(), exports: Arc::new(Semaphore::new(max_exports.max(1))) });
         tokio::spawn(follow(pool, listener, sender, stopped));
@@ -90,7 +90,7 @@ async fn follow(
                 let _ = sender.send(Notice::Closing);
                 return;
             }
-            match connect(&pool).await {
+            match crate::db::listener(&pool, CHANNEL).await {
                 Ok(fresh) => {
                     listener = fresh;
                     break;
@@ -118,11 +118,6 @@ async fn relay(listener: &mut PgListener, sender: &broadcast::Sender<Notice>) ->
     }
 }
 
-async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
-}
 
 #[cfg(test)]
 mod tests {

@@ -64,7 +64,7 @@ pub async fn disconnect(conn: &mut PgConnection, node_id: Uuid, code: u16, reaso
 /// a reconnect (notifications may have been missed) the hub resynchronises from the tables.
 pub async fn start_listener(hub: std::sync::Arc<super::hub::Hub>) -> Result<(), sqlx::Error> {
     let pool = hub.db().clone();
-    let mut listener = connect(&pool).await?;
+    let mut listener = crate::db::listener(&pool, CHANNEL).await?;
     let mut stopped = hub.stopped();
     let weak = std::sync::Arc::downgrade(&hub);
     drop(hub);
@@ -93,7 +93,7 @@ pub async fn start_listener(hub: std::sync::Arc<super::hub::Hub>) -> Result<(), 
             }
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                match connect(&pool).await {
+                match crate::db::listener(&pool, CHANNEL).await {
                     Ok(fresh) => {
                         listener = fresh;
                         break;
@@ -109,11 +109,6 @@ pub async fn start_listener(hub: std::sync::Arc<super::hub::Hub>) -> Result<(), 
     Ok(())
 }
 
-async fn connect(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
-}
 
 #[cfg(test)]
 mod tests {

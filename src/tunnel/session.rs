@@ -281,14 +281,22 @@ async fn handle(
                 .map(drop)
         }
         NodeMessage::Event(event) => {
-            let Some(level) = Level::parse(&event.level) else {
+            let Some(level) = Level::ALL.iter().copied().find(|l| l.as_str().eq_ignore_ascii_case(&event.level)) else {
                 return Err(Ending::violation(format!("event level '{}' is not Info, Warning or Error", event.level)));
             };
-            let message: String = event.message.chars().take(MAX_EVENT_MESSAGE_CHARS).collect();
+            // PostgreSQL text and jsonb cannot hold NUL; drop it rather than the event.
+            let message: String = event.message.replace('\0', "").chars().take(MAX_EVENT_MESSAGE_CHARS).collect();
             if message.trim().is_empty() {
                 return Err(Ending::violation("event message is empty"));
             }
-            let data = event.data.filter(|d| d.to_string().len() <= MAX_EVENT_DATA_BYTES);
+            let data = event.data.map(|data| {
+                let text = data.to_string().replace("\\u0000", "");
+                if text.len() > MAX_EVENT_DATA_BYTES {
+                    serde_json::json!({"truncated": true, "bytes": text.len()})
+                } else {
+                    serde_json::from_str(&text).unwrap_or(Value::Null)
+                }
+            });
             let source = if event.flow_definition_id.is_some() { Source::Flow } else { Source::Node };
             let mut record =
                 NewEvent::new(Some(node.organization_id), level, source, "node.event", format!("Node: {}", node.name), message);

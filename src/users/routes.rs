@@ -177,7 +177,7 @@ async fn switch_organization(
     let mut event = NewEvent::audit(
         &auth,
         "user.switch_organization",
-        format!("User: {user_id}"),
+        store::subject(&mut tx, user_id).await?,
         "switched the active organization",
     );
     event.organization_id = Some(body.organization_id);

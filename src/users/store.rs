@@ -39,6 +39,12 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<UserRow>, 
         .await
 }
 
+/// The audit subject for a user: `User: <email>` (or the id, should the user be gone).
+pub async fn subject(conn: &mut PgConnection, id: Uuid) -> Result<String, sqlx::Error> {
+    let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    Ok(crate::events::model::subject::user(&email.unwrap_or_else(|| id.to_string())))
+}
+
 pub async fn count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(conn).await
 }

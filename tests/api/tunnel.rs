@@ -332,15 +332,26 @@ async fn protocol_violations_close_with_4003() {
     // Events a node sends are validated.
     let (mut wire, _) = Wire::connect(&app, &node).await;
     wire.send(json!({"type": "event", "level": "Error", "message": "temperature sensor lost"})).await;
+    // Lenient where it costs nothing: any case of a level, NUL characters dropped, large data
+    // replaced by a marker.
+    wire.send(json!({"type": "event", "level": "warning", "message": "fan\u{0}slow", "data": {"note": "a\u{0}b"}})).await;
+    wire.send(json!({"type": "event", "level": "Info", "message": "dump", "data": {"blob": "x".repeat(20_000)}})).await;
     wire.send(json!({"type": "event", "level": "Loud", "message": "x"})).await;
     assert_eq!(wire.closed_with().await, Some(4003));
-    let stored: Vec<(String, String)> =
-        sqlx::query_as("SELECT level, message FROM events WHERE node_id = $1 AND action = 'node.event'")
+    let stored: Vec<(String, String, Option<Value>)> =
+        sqlx::query_as("SELECT level, message, data FROM events WHERE node_id = $1 AND action = 'node.event' ORDER BY occurred_at")
             .bind(node.id)
             .fetch_all(&mut app.db().await)
             .await
             .unwrap();
-    assert_eq!(stored, [("Error".to_owned(), "temperature sensor lost".to_owned())]);
+    assert_eq!(
+        stored,
+        [
+            ("Error".to_owned(), "temperature sensor lost".to_owned(), None),
+            ("Warning".to_owned(), "fanslow".to_owned(), Some(json!({"note": "ab"}))),
+            ("Info".to_owned(), "dump".to_owned(), Some(json!({"truncated": true, "bytes": 20_011}))),
+        ]
+    );
 }
 
 #[tokio::test]
