@@ -32,7 +32,8 @@ struct Stats {
 fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
     latencies.sort();
     let at = |q: f64| {
-        latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     Stats {
@@ -126,7 +127,10 @@ async fn run() {
     let token = login(client.clone(), base.clone()).await["token"].as_str().expect("token").to_owned();
     let me = format!("{base}/api/users/me");
 
-    println!("EdgeFlow foundation benchmark ({} cores, {CLIENTS} concurrent clients, {SECONDS} s per run)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "EdgeFlow foundation benchmark ({} cores, {CLIENTS} concurrent clients, {SECONDS} s per run)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     load_me(&client, &me, &token, CLIENTS, 1).await; // warm-up
     let api = load_me(&client, &me, &token, CLIENTS, SECONDS).await;
     let pg = tokio::task::spawn_blocking({
@@ -136,9 +140,15 @@ async fn run() {
     .await
     .expect("pgbench task");
     println!("\n-- throughput");
-    println!("GET /api/users/me (bearer)   {:>10.0} requests/s  ({} requests, p50 {:.2} ms, p99 {:.2} ms)", api.per_second, api.requests, api.p50_ms, api.p99_ms);
+    println!(
+        "GET /api/users/me (bearer)   {:>10.0} requests/s  ({} requests, p50 {:.2} ms, p99 {:.2} ms)",
+        api.per_second, api.requests, api.p50_ms, api.p99_ms
+    );
     match pg {
-        Some(tps) => println!("pgbench -S (baseline)        {tps:>10.0} transactions/s\nratio API / pgbench          {:>10.2}", api.per_second / tps),
+        Some(tps) => println!(
+            "pgbench -S (baseline)        {tps:>10.0} transactions/s\nratio API / pgbench          {:>10.2}",
+            api.per_second / tps
+        ),
         None => println!("pgbench -S (baseline)        not available (install PostgreSQL's pgbench)"),
     }
 
@@ -163,8 +173,17 @@ async fn run() {
         hammer.await.expect("hammer");
     }
     println!("\n-- GET /api/users/me latency, 4 clients");
-    println!("alone                        p50 {:>7.2} ms   p99 {:>7.2} ms   ({:.0} requests/s)", quiet.p50_ms, quiet.p99_ms, quiet.per_second);
-    println!("with 16 clients logging in   p50 {:>7.2} ms   p99 {:>7.2} ms   ({:.0} requests/s; {:.0} logins/s)", busy.p50_ms, busy.p99_ms, busy.per_second, logins.load(std::sync::atomic::Ordering::Relaxed) as f64 / SECONDS as f64);
+    println!(
+        "alone                        p50 {:>7.2} ms   p99 {:>7.2} ms   ({:.0} requests/s)",
+        quiet.p50_ms, quiet.p99_ms, quiet.per_second
+    );
+    println!(
+        "with 16 clients logging in   p50 {:>7.2} ms   p99 {:>7.2} ms   ({:.0} requests/s; {:.0} logins/s)",
+        busy.p50_ms,
+        busy.p99_ms,
+        busy.per_second,
+        logins.load(std::sync::atomic::Ordering::Relaxed) as f64 / SECONDS as f64
+    );
     println!("p99 ratio busy / alone       {:>7.2}", busy.p99_ms / quiet.p99_ms.max(0.001));
     server.shutdown(Duration::from_secs(5)).await.expect("shutdown");
 }

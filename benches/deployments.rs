@@ -73,7 +73,13 @@ async fn run() {
     let mut versions = Vec::new();
     for v in 0..3 {
         let content = json!({"modules": [{"id": "m", "type": "noop", "config": {"v": v}}], "connections": [], "resources": [], "settings": {}});
-        let draft = post(&client, &server, &format!("/api/flowdefinitions/{definition_id}/drafts"), json!({"content": content})).await;
+        let draft = post(
+            &client,
+            &server,
+            &format!("/api/flowdefinitions/{definition_id}/drafts"),
+            json!({"content": content}),
+        )
+        .await;
         let version = post(
             &client,
             &server,
@@ -86,7 +92,13 @@ async fn run() {
 
     // Baseline: one bulk job to every node, until all are Succeeded.
     let started = Instant::now();
-    post(&client, &server, "/api/edgenodes/jobs", json!({"command": "start", "flowDefinitionId": Uuid::now_v7(), "labels": {"bench": "1"}})).await;
+    post(
+        &client,
+        &server,
+        "/api/edgenodes/jobs",
+        json!({"command": "start", "flowDefinitionId": Uuid::now_v7(), "labels": {"bench": "1"}}),
+    )
+    .await;
     let mut acknowledged = 0;
     while acknowledged < fleet.connected {
         match tokio::time::timeout(Duration::from_secs(60), fleet.received.recv()).await {
@@ -95,7 +107,10 @@ async fn run() {
         }
     }
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM node_jobs WHERE state = 'Succeeded'").fetch_one(&mut db).await.unwrap_or(0);
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM node_jobs WHERE state = 'Succeeded'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap_or(0);
         if done as usize >= acknowledged || started.elapsed() > Duration::from_secs(120) {
             break;
         }

@@ -38,7 +38,8 @@ async fn run() {
     let mut fleet = connect_fleet(server.port, &ids).await;
     let ready = fleet.connected;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics = client.get(format!("{}/metrics", server.base)).send().await.expect("metrics").text().await.unwrap_or_default();
+    let metrics =
+        client.get(format!("{}/metrics", server.base)).send().await.expect("metrics").text().await.unwrap_or_default();
     let held: usize = metrics
         .lines()
         .find(|l| l.starts_with("edgeflow_tunnel_connected_nodes "))
@@ -53,7 +54,10 @@ async fn run() {
     .unwrap_or(0);
     let loaded_rss = rss_kib(pid, "VmRSS:");
     println!("\n-- connections");
-    println!("nodes connected (welcome received)   {ready:>8} of {nodes}, in {:.1} s", fleet.connect_time.as_secs_f64());
+    println!(
+        "nodes connected (welcome received)   {ready:>8} of {nodes}, in {:.1} s",
+        fleet.connect_time.as_secs_f64()
+    );
     println!("held by the server (/metrics)        {held:>8}; shown online (SQL): {online}");
     println!("server RSS idle                      {:>8.1} MiB", idle_rss as f64 / 1024.0);
     println!("server RSS with all connected        {:>8.1} MiB", loaded_rss as f64 / 1024.0);

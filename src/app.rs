@@ -187,9 +187,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         (Some(cert), Some(key)) => {
             // Several servers may start in one process (tests); only the first install counts.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls = RustlsConfig::from_pem_file(cert, key)
-                .await
-                .context("reading EDGEFLOW_TLS_CERT / EDGEFLOW_TLS_KEY")?;
+            let tls =
+                RustlsConfig::from_pem_file(cert, key).await.context("reading EDGEFLOW_TLS_CERT / EDGEFLOW_TLS_KEY")?;
             let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
             tokio::spawn(server.serve(service))
         }
@@ -205,10 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = start(config).await?;
     let scheme = if server.state.config.tls_enabled() { "https" } else { "http" };
-    tracing::info!(
-        "EdgeFlow Control Center listening on {scheme}://{} (API docs at /docs)",
-        server.addr
-    );
+    tracing::info!("EdgeFlow Control Center listening on {scheme}://{} (API docs at /docs)", server.addr);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.shutdown(Duration::from_secs(30)).await
@@ -234,4 +230,3 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
 }
-

@@ -165,12 +165,7 @@ pub fn on_constraint(
 }
 
 /// Builds the error response for a status and message, with the current request id.
-pub fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: String,
-    details: Vec<FieldError>,
-) -> Response {
+pub fn error_response(status: StatusCode, code: &str, message: String, details: Vec<FieldError>) -> Response {
     let body = ErrorBody {
         error: message,
         code: code.to_owned(),

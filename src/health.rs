@@ -11,10 +11,7 @@ use axum::{
 use crate::{error::ApiError, state::AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 /// The process is up and answering.
@@ -37,7 +34,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(
             &state.db,
-            &[("edgeflow_tunnel_connected_nodes", "Edge nodes connected to this replica.", state.hub.connected_count() as f64)],
+            &[(
+                "edgeflow_tunnel_connected_nodes",
+                "Edge nodes connected to this replica.",
+                state.hub.connected_count() as f64,
+            )],
         ),
     )
 }

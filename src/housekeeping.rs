@@ -22,7 +22,8 @@ async fn prune_sessions(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// A revocation need only be remembered while an access token of the session could be unexpired.
 async fn prune_revocations(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query("DELETE FROM revoked_sessions WHERE revoked_at < now() - interval '1 day'").execute(pool).await?;
+    let result =
+        sqlx::query("DELETE FROM revoked_sessions WHERE revoked_at < now() - interval '1 day'").execute(pool).await?;
     Ok(result.rows_affected())
 }
 

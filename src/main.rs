@@ -26,8 +26,7 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true)).init(),

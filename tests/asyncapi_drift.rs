@@ -47,7 +47,8 @@ fn every_type() -> Vec<String> {
             | ServerMessage::Shadow(_) => {}
         }
     }
-    let mut types: Vec<String> = node.iter().map(|m| serde_json::to_value(m).unwrap()["type"].as_str().unwrap().to_owned()).collect();
+    let mut types: Vec<String> =
+        node.iter().map(|m| serde_json::to_value(m).unwrap()["type"].as_str().unwrap().to_owned()).collect();
     types.extend(server.iter().map(|m| serde_json::to_value(m).unwrap()["type"].as_str().unwrap().to_owned()));
     types
 }

@@ -30,9 +30,9 @@ fn every_operation_has_a_summary_and_its_errors() {
                 missing.push(format!("{name}: no error responses"));
             }
             // Operations without their own `security` inherit the document's (bearer or API key).
-            let public_only = operation
-                .get("security")
-                .is_some_and(|s| s.as_array().is_some_and(|a| a.iter().all(|r| r.as_object().is_some_and(|o| o.is_empty()))));
+            let public_only = operation.get("security").is_some_and(|s| {
+                s.as_array().is_some_and(|a| a.iter().all(|r| r.as_object().is_some_and(|o| o.is_empty())))
+            });
             if !public_only && !responses.contains_key("401") {
                 missing.push(format!("{name}: needs credentials but documents no 401"));
             }

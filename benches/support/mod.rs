@@ -22,7 +22,8 @@ pub const EMAIL: &str = "bench@example.com";
 pub const PASSWORD: &str = "bench-password-123";
 
 pub fn database_url(name: &str) -> String {
-    std::env::var("EDGEFLOW_BENCH_DATABASE_URL").unwrap_or_else(|_| format!("postgres://postgres@127.0.0.1:5432/{name}"))
+    std::env::var("EDGEFLOW_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| format!("postgres://postgres@127.0.0.1:5432/{name}"))
 }
 
 pub async fn fresh_database(url: &str) {
@@ -164,7 +165,8 @@ pub async fn connect_fleet(port: u16, ids: &[Uuid]) -> Fleet {
             let mut request = url.into_client_request().ok()?;
             request.headers_mut().insert("authorization", format!("Basic {credentials}").parse().ok()?);
             let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-            let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await.ok()?;
+            let (mut socket, _) =
+                tokio_tungstenite::connect_async_with_config(request, Some(config), true).await.ok()?;
             let hello = json!({"type": "hello", "protocolVersion": 1, "agentVersion": "bench", "flows": []});
             socket.send(Message::Text(hello.to_string().into())).await.ok()?;
             while let Some(Ok(message)) = socket.next().await {

@@ -62,9 +62,9 @@ impl AuthContext {
     pub fn require_user(&self) -> ApiResult<(Uuid, Uuid)> {
         match self.principal {
             Principal::User { user_id, session_id } => Ok((user_id, session_id)),
-            Principal::ApiKey { .. } => Err(ApiError::Forbidden(
-                "this call acts for a signed-in user; API keys cannot use it".into(),
-            )),
+            Principal::ApiKey { .. } => {
+                Err(ApiError::Forbidden("this call acts for a signed-in user; API keys cannot use it".into()))
+            }
         }
     }
 
@@ -72,10 +72,7 @@ impl AuthContext {
         if self.role >= needed {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "this action needs the {needed} role; you have {}",
-                self.role
-            )))
+            Err(ApiError::Forbidden(format!("this action needs the {needed} role; you have {}", self.role)))
         }
     }
 
@@ -84,9 +81,7 @@ impl AuthContext {
         if organization_id == self.organization_id {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(
-                "organizationId is not your active organization; switch organization first".into(),
-            ))
+            Err(ApiError::Forbidden("organizationId is not your active organization; switch organization first".into()))
         }
     }
 
@@ -101,16 +96,12 @@ impl AuthContext {
 
 fn bearer_token(parts: &Parts) -> ApiResult<Option<&str>> {
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(None) };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let text = value.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
     match text.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(Some(token.trim()))
         }
-        _ => Err(ApiError::Unauthorized(
-            "expected Authorization: Bearer <token> (or an X-API-Key header)".into(),
-        )),
+        _ => Err(ApiError::Unauthorized("expected Authorization: Bearer <token> (or an X-API-Key header)".into())),
     }
 }
 
@@ -135,9 +126,7 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Auth
             expires_at: DateTime::from_timestamp(claims.exp, 0),
         }
     } else if let Some(key) = parts.headers.get(API_KEY_HEADER) {
-        let key = key
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("malformed X-API-Key header".into()))?;
+        let key = key.to_str().map_err(|_| ApiError::Unauthorized("malformed X-API-Key header".into()))?;
         let found = apikey_store::find_live_by_hash(&state.db, &secret_hash(key.trim())).await?;
         let Some(found) = found else {
             return Err(ApiError::Unauthorized("the API key is invalid, revoked or expired".into()));
@@ -151,9 +140,7 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Auth
             expires_at: found.expires_at,
         }
     } else {
-        return Err(ApiError::Unauthorized(
-            "sign in: send Authorization: Bearer <token> or X-API-Key".into(),
-        ));
+        return Err(ApiError::Unauthorized("sign in: send Authorization: Bearer <token> or X-API-Key".into()));
     };
     state.rate_limits.check_api(&context.principal_key(), context.organization_id)?;
     parts.extensions.insert(context.clone());

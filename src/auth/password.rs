@@ -40,24 +40,12 @@ fn hash_now(password: &str) -> anyhow::Result<String> {
 impl PasswordHasherPool {
     pub fn new(concurrency: usize) -> anyhow::Result<Self> {
         let decoy = uuid::Uuid::new_v4().to_string();
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            decoy_hash: Arc::new(hash_now(&decoy)?),
-        })
+        Ok(Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), decoy_hash: Arc::new(hash_now(&decoy)?) })
     }
 
-    async fn run_blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|err| ApiError::Internal(anyhow::Error::new(err)))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|err| ApiError::Internal(anyhow::Error::new(err)))
+    async fn run_blocking<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let _permit = self.permits.acquire().await.map_err(|err| ApiError::Internal(anyhow::Error::new(err)))?;
+        tokio::task::spawn_blocking(work).await.map_err(|err| ApiError::Internal(anyhow::Error::new(err)))
     }
 
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
@@ -69,9 +57,8 @@ impl PasswordHasherPool {
     pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.decoy_hash.as_str().to_owned());
-        let matches = self
-            .run_blocking(move || argon2().verify_password(password.as_bytes(), hash.as_str()).is_ok())
-            .await?;
+        let matches =
+            self.run_blocking(move || argon2().verify_password(password.as_bytes(), hash.as_str()).is_ok()).await?;
         Ok(known && matches)
     }
 }

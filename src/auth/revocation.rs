@@ -115,8 +115,7 @@ impl RevocationList {
         loop {
             match listener.try_recv().await? {
                 Some(notification) => {
-                    let ids: Vec<Uuid> =
-                        notification.payload().split(',').filter_map(|id| id.parse().ok()).collect();
+                    let ids: Vec<Uuid> = notification.payload().split(',').filter_map(|id| id.parse().ok()).collect();
                     self.insert(&ids);
                 }
                 // The connection dropped and was re-established: catch up on what we missed.
@@ -125,7 +124,6 @@ impl RevocationList {
         }
     }
 }
-
 
 /// Records revoked sessions durably (the record outlives the session rows) and announces them to
 /// every replica; both take effect when the transaction commits.

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     error::{ApiError, ApiResult, ErrorBody},
-    events::{model::Level, store::NewEvent, model::Source},
+    events::{model::Level, model::Source, store::NewEvent},
     http::{client_ip::ClientIp, extract::Json, validate::Checks},
     organizations::store as org_store,
     state::AppState,
@@ -73,7 +73,16 @@ async fn register(
     let organization = org_store::insert(&mut tx, body.organization_name.trim(), None).await?;
     org_store::add_member(&mut tx, organization.id, user_id, Role::Owner).await?;
     let ip_text = ip.map(|ip| ip.to_string());
-    let started = session::start(&mut tx, &state, user_id, organization.id, Role::Owner, ip_text.clone(), session::user_agent(&headers)).await?;
+    let started = session::start(
+        &mut tx,
+        &state,
+        user_id,
+        organization.id,
+        Role::Owner,
+        ip_text.clone(),
+        session::user_agent(&headers),
+    )
+    .await?;
     let mut event = NewEvent::new(
         Some(organization.id),
         Level::Info,
@@ -139,10 +148,7 @@ async fn login(
     state.rate_limits.check_login(ip, &credentials.email)?;
     let email = credentials.email.trim().to_owned();
     let user = user_store::find_by_email(&mut *state.db.acquire().await?, &email).await?;
-    let valid = state
-        .passwords
-        .verify(credentials.password, user.as_ref().map(|u| u.password_hash.clone()))
-        .await?;
+    let valid = state.passwords.verify(credentials.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     let ip_text = ip.map(|ip| ip.to_string());
     let user = match user {
         Some(user) if valid => user,
@@ -166,7 +172,16 @@ async fn login(
     let Some(membership) = memberships.first() else {
         return Err(ApiError::Forbidden("you are not a member of any organization".into()));
     };
-    let started = session::start(&mut tx, &state, user.id, membership.organization_id, membership.role, ip_text.clone(), session::user_agent(&headers)).await?;
+    let started = session::start(
+        &mut tx,
+        &state,
+        user.id,
+        membership.organization_id,
+        membership.role,
+        ip_text.clone(),
+        session::user_agent(&headers),
+    )
+    .await?;
     let mut event = NewEvent::new(
         Some(membership.organization_id),
         Level::Info,

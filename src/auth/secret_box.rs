@@ -26,10 +26,8 @@ impl SecretBox {
     pub fn seal(&self, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let nonce = XNonce::from_slice(&nonce_bytes);
-        let ciphertext = self
-            .cipher
-            .encrypt(nonce, plaintext)
-            .map_err(|_| anyhow::anyhow!("encrypting a secret failed"))?;
+        let ciphertext =
+            self.cipher.encrypt(nonce, plaintext).map_err(|_| anyhow::anyhow!("encrypting a secret failed"))?;
         Ok([nonce_bytes.as_slice(), &ciphertext].concat())
     }
 

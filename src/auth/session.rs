@@ -14,10 +14,7 @@ pub struct Started {
 }
 
 pub fn user_agent(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(256).collect())
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(256).collect())
 }
 
 pub async fn start(

@@ -14,19 +14,21 @@ use super::{
 pub enum RevokeScope {
     Session(Uuid),
     User(Uuid),
-    UserExcept { user_id: Uuid, keep: Uuid },
-    UserInOrganization { user_id: Uuid, organization_id: Uuid },
+    UserExcept {
+        user_id: Uuid,
+        keep: Uuid,
+    },
+    UserInOrganization {
+        user_id: Uuid,
+        organization_id: Uuid,
+    },
     /// Every session acting in the organization (it is being deleted).
     Organization(Uuid),
 }
 
 /// Ends sessions, announces it to every replica (on commit), and answers the ids ended so the
 /// caller can also mark them locally right after commit.
-pub async fn revoke(
-    conn: &mut PgConnection,
-    scope: RevokeScope,
-    reason: &str,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn revoke(conn: &mut PgConnection, scope: RevokeScope, reason: &str) -> Result<Vec<Uuid>, sqlx::Error> {
     let (condition, a, b) = match scope {
         RevokeScope::Session(id) => ("id = $2", id, None),
         RevokeScope::User(user) => ("user_id = $2", user, None),
@@ -117,10 +119,7 @@ pub struct RefreshTokenRow {
 }
 
 /// Finds a refresh token and locks it, so two concurrent uses cannot both rotate it.
-pub async fn lock_refresh_token(
-    conn: &mut PgConnection,
-    token: &str,
-) -> Result<Option<RefreshTokenRow>, sqlx::Error> {
+pub async fn lock_refresh_token(conn: &mut PgConnection, token: &str) -> Result<Option<RefreshTokenRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT rt.session_id, rt.used_at, s.user_id, s.organization_id, s.expires_at, s.revoked_at \
          FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id \
@@ -141,10 +140,7 @@ pub async fn rotate_refresh_token(
         .bind(secret_hash(token))
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE sessions SET last_used_at = now() WHERE id = $1")
-        .bind(session_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("UPDATE sessions SET last_used_at = now() WHERE id = $1").bind(session_id).execute(&mut *conn).await?;
     insert_refresh_token(conn, session_id).await
 }
 

@@ -83,7 +83,10 @@ async fn step(conn: &mut sqlx::PgConnection, state: &AppState, deployment: &Depl
                         store::launch_batch(conn, deployment, batch, ttl).await?;
                     }
                     None if progress.failed > 0 => {
-                        let note = format!("{} targets failed, within the {} tolerated", progress.failed, deployment.max_failures);
+                        let note = format!(
+                            "{} targets failed, within the {} tolerated",
+                            progress.failed, deployment.max_failures
+                        );
                         store::set_state(conn, deployment, DeploymentState::Succeeded, Some(&note)).await?;
                     }
                     None => store::set_state(conn, deployment, DeploymentState::Succeeded, None).await?,

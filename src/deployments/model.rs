@@ -20,7 +20,16 @@ pub enum DeploymentState {
     RollingBack,
     RolledBack,
 }
-crate::db::text_enum!(DeploymentState { Scheduled, Running, Paused, Succeeded, Failed, Canceled, RollingBack, RolledBack });
+crate::db::text_enum!(DeploymentState {
+    Scheduled,
+    Running,
+    Paused,
+    Succeeded,
+    Failed,
+    Canceled,
+    RollingBack,
+    RolledBack
+});
 
 /// Where one target node is in a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

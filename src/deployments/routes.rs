@@ -135,13 +135,19 @@ struct TargetNode {
 
 /// Creates a deployment in the caller's transaction and launches its first batch there, so the
 /// deployment and its first jobs commit together.
-async fn create(conn: &mut PgConnection, state: &AppState, auth: &AuthContext, spec: NewDeployment) -> ApiResult<DeploymentRow> {
+async fn create(
+    conn: &mut PgConnection,
+    state: &AppState,
+    auth: &AuthContext,
+    spec: NewDeployment,
+) -> ApiResult<DeploymentRow> {
     let public_url = state.config.public_base_url();
     let (payload, version_id, draft_id) = match (spec.flow_id, spec.draft_id) {
         (Some(flow_id), None) => {
-            let payload = flow_store::deploy_payload(conn, auth.organization_id, spec.flow_definition_id, flow_id, &public_url)
-                .await?
-                .ok_or(ApiError::NotFound("flow"))?;
+            let payload =
+                flow_store::deploy_payload(conn, auth.organization_id, spec.flow_definition_id, flow_id, &public_url)
+                    .await?
+                    .ok_or(ApiError::NotFound("flow"))?;
             (payload, Some(flow_id), None)
         }
         (None, Some(draft_id)) => {
@@ -184,7 +190,8 @@ async fn create(conn: &mut PgConnection, state: &AppState, auth: &AuthContext, s
         return Err(ApiError::invalid_field("nodeIds", format!("at most {MAX_TARGETS} targets per deployment")));
     }
     if draft_id.is_some() {
-        let production: Vec<&str> = nodes.iter().filter(|n| n.node_type != "DevAndTest").map(|n| n.name.as_str()).collect();
+        let production: Vec<&str> =
+            nodes.iter().filter(|n| n.node_type != "DevAndTest").map(|n| n.name.as_str()).collect();
         if !production.is_empty() {
             return Err(ApiError::conflict(
                 "DRAFT_NOT_ALLOWED",
@@ -255,7 +262,11 @@ async fn create(conn: &mut PgConnection, state: &AppState, auth: &AuthContext, s
     Ok(deployment)
 }
 
-async fn create_and_answer(state: &AppState, auth: &AuthContext, spec: NewDeployment) -> ApiResult<(StatusCode, Json<Deployment>)> {
+async fn create_and_answer(
+    state: &AppState,
+    auth: &AuthContext,
+    spec: NewDeployment,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
     let mut tx = state.db.begin().await?;
     let deployment = create(&mut tx, state, auth, spec).await?;
     tx.commit().await?;
@@ -351,7 +362,9 @@ async fn list_deployments(
         .fetch::<DeploymentRow>(&mut conn, &columns, |query: &mut QueryBuilder<Postgres>| {
             query.push(" FROM deployments d WHERE d.organization_id = ").push_bind(organization_id);
             if let Some(node_id) = node_id {
-                query.push(" AND EXISTS (SELECT 1 FROM deployment_targets t WHERE t.deployment_id = d.id AND t.node_id = ");
+                query.push(
+                    " AND EXISTS (SELECT 1 FROM deployment_targets t WHERE t.deployment_id = d.id AND t.node_id = ",
+                );
                 query.push_bind(node_id).push(")");
             }
         })
@@ -379,7 +392,11 @@ async fn list_deployments(
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
     ))]
-async fn get_deployment(State(state): State<AppState>, auth: Require<Viewer>, Path(id): Path<Uuid>) -> ApiResult<Json<Deployment>> {
+async fn get_deployment(
+    State(state): State<AppState>,
+    auth: Require<Viewer>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Deployment>> {
     let mut conn = state.db.acquire().await?;
     let row = store::find(&mut conn, auth.organization_id, id).await?.ok_or(ApiError::NotFound("deployment"))?;
     Ok(Json(full_view(&mut conn, row).await?))
@@ -493,15 +510,45 @@ macro_rules! action_route {
     };
 }
 
-action_route!(pause, Action::Pause, "/api/deployments/{id}/pause", "Pause a rollout",
-    "No further batches start; targets in progress finish. Running deployments only.");
-action_route!(resume, Action::Resume, "/api/deployments/{id}/resume", "Resume a paused rollout",
-    "The next batch starts when the current one has finished.");
-action_route!(start, Action::Start, "/api/deployments/{id}/start", "Start the flow on every target",
-    "Queues `start` on every target the deployment updated.");
-action_route!(stop, Action::Stop, "/api/deployments/{id}/stop", "Stop the flow on every target",
-    "Queues `stop` on every target the deployment updated; the flow stays installed.");
-action_route!(rollback, Action::Rollback, "/api/deployments/{id}/rollback", "Roll a deployment back",
-    "Targets not yet started are canceled; every target the deployment updated is put back to what it ran before (or the flow is removed where it ran nothing).");
-action_route!(cancel, Action::Cancel, "/api/deployments/{id}/cancel", "Cancel a deployment",
-    "Drops the pending targets and the jobs not yet delivered; what already ran stays.");
+action_route!(
+    pause,
+    Action::Pause,
+    "/api/deployments/{id}/pause",
+    "Pause a rollout",
+    "No further batches start; targets in progress finish. Running deployments only."
+);
+action_route!(
+    resume,
+    Action::Resume,
+    "/api/deployments/{id}/resume",
+    "Resume a paused rollout",
+    "The next batch starts when the current one has finished."
+);
+action_route!(
+    start,
+    Action::Start,
+    "/api/deployments/{id}/start",
+    "Start the flow on every target",
+    "Queues `start` on every target the deployment updated."
+);
+action_route!(
+    stop,
+    Action::Stop,
+    "/api/deployments/{id}/stop",
+    "Stop the flow on every target",
+    "Queues `stop` on every target the deployment updated; the flow stays installed."
+);
+action_route!(
+    rollback,
+    Action::Rollback,
+    "/api/deployments/{id}/rollback",
+    "Roll a deployment back",
+    "Targets not yet started are canceled; every target the deployment updated is put back to what it ran before (or the flow is removed where it ran nothing)."
+);
+action_route!(
+    cancel,
+    Action::Cancel,
+    "/api/deployments/{id}/cancel",
+    "Cancel a deployment",
+    "Drops the pending targets and the jobs not yet delivered; what already ran stays."
+);

@@ -39,7 +39,11 @@ pub struct NewRow<'a> {
     pub created_by: Option<Uuid>,
 }
 
-pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>, targets: &[(Uuid, i32)]) -> Result<DeploymentRow, sqlx::Error> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    row: &NewRow<'_>,
+    targets: &[(Uuid, i32)],
+) -> Result<DeploymentRow, sqlx::Error> {
     let state = if row.scheduled_at.is_some() { DeploymentState::Scheduled } else { DeploymentState::Running };
     let deployment: DeploymentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO deployments (id, organization_id, flow_definition_id, flow_version_id, flow_draft_id, flow_name, \
@@ -80,7 +84,11 @@ pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>, targets: &[(Uuid,
     Ok(deployment)
 }
 
-pub async fn find(conn: &mut PgConnection, organization_id: Uuid, id: Uuid) -> Result<Option<DeploymentRow>, sqlx::Error> {
+pub async fn find(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<Option<DeploymentRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM deployments WHERE id = $1 AND organization_id = $2"
     )))
@@ -210,7 +218,11 @@ struct Intended {
     payload: Value,
 }
 
-async fn intended(conn: &mut PgConnection, flow_definition_id: Uuid, nodes: &[Uuid]) -> Result<HashMap<Uuid, Intended>, sqlx::Error> {
+async fn intended(
+    conn: &mut PgConnection,
+    flow_definition_id: Uuid,
+    nodes: &[Uuid],
+) -> Result<HashMap<Uuid, Intended>, sqlx::Error> {
     let rows: Vec<Intended> = sqlx::query_as(
         "SELECT node_id, flow_version_id, flow_draft_id, payload FROM node_flows \
          WHERE flow_definition_id = $1 AND node_id = ANY($2)",
@@ -285,14 +297,23 @@ pub async fn launch_batch(
     let previous = intended(conn, deployment.flow_definition_id, &nodes).await?;
     let mut jobs = Vec::new();
     for node in &nodes {
-        jobs.extend(replacement_jobs(deployment, *node, previous.contains_key(node), Some(&deployment.flow_payload), ttl_seconds));
+        jobs.extend(replacement_jobs(
+            deployment,
+            *node,
+            previous.contains_key(node),
+            Some(&deployment.flow_payload),
+            ttl_seconds,
+        ));
     }
     let created = job_store::enqueue(conn, &jobs).await?;
     let last = last_job_per_node(&created);
     let job_ids: Vec<Option<Uuid>> = nodes.iter().map(|n| last.get(n).copied()).collect();
-    let previous_payloads: Vec<Option<Value>> = nodes.iter().map(|n| previous.get(n).map(|p| p.payload.clone())).collect();
-    let previous_versions: Vec<Option<Uuid>> = nodes.iter().map(|n| previous.get(n).and_then(|p| p.flow_version_id)).collect();
-    let previous_drafts: Vec<Option<Uuid>> = nodes.iter().map(|n| previous.get(n).and_then(|p| p.flow_draft_id)).collect();
+    let previous_payloads: Vec<Option<Value>> =
+        nodes.iter().map(|n| previous.get(n).map(|p| p.payload.clone())).collect();
+    let previous_versions: Vec<Option<Uuid>> =
+        nodes.iter().map(|n| previous.get(n).and_then(|p| p.flow_version_id)).collect();
+    let previous_drafts: Vec<Option<Uuid>> =
+        nodes.iter().map(|n| previous.get(n).and_then(|p| p.flow_draft_id)).collect();
     sqlx::query(
         "UPDATE deployment_targets t SET state = 'InProgress', job_id = v.job, previous_payload = v.payload, \
                 previous_version_id = v.version, previous_draft_id = v.draft, started_at = now(), error = NULL \
@@ -448,7 +469,8 @@ pub async fn follow_jobs(conn: &mut PgConnection, deployment: &DeploymentRow) ->
     .bind(f64::from(deployment.target_timeout_seconds))
     .fetch_all(&mut *conn)
     .await?;
-    cancel_undelivered(conn, &timed_out.into_iter().flatten().collect::<Vec<_>>(), "the deployment target timed out").await
+    cancel_undelivered(conn, &timed_out.into_iter().flatten().collect::<Vec<_>>(), "the deployment target timed out")
+        .await
 }
 
 /// Cancels jobs not yet started on their nodes (and tells the nodes to skip them).
@@ -471,7 +493,11 @@ async fn cancel_undelivered(conn: &mut PgConnection, jobs: &[Uuid], reason: &str
 }
 
 /// Cancels the targets not yet started, and the undelivered jobs of those in progress.
-pub async fn cancel_targets(conn: &mut PgConnection, deployment: &DeploymentRow, in_progress_too: bool) -> Result<(), sqlx::Error> {
+pub async fn cancel_targets(
+    conn: &mut PgConnection,
+    deployment: &DeploymentRow,
+    in_progress_too: bool,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE deployment_targets SET state = 'Canceled', finished_at = now() WHERE deployment_id = $1 AND state = 'Pending'",
     )

@@ -164,9 +164,10 @@ async fn patch_shadow(
     .await?
     .ok_or(ApiError::NotFound("edge node"))?;
     if let Some(expected) = headers.get(header::IF_MATCH) {
-        let matches = expected
-            .to_str()
-            .is_ok_and(|v| v.split(',').any(|tag| tag.trim() == "*" || tag.trim().trim_start_matches("W/") == etag(current.shadow_version)));
+        let matches = expected.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == "*" || tag.trim().trim_start_matches("W/") == etag(current.shadow_version))
+        });
         if !matches {
             return Err(ApiError::PreconditionFailed);
         }

@@ -118,7 +118,6 @@ async fn relay(listener: &mut PgListener, sender: &broadcast::Sender<Notice>) ->
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,22 +47,18 @@ fn json_rejection(rejection: JsonRejection) -> Response {
             "expected a JSON body with Content-Type: application/json".into(),
             Vec::new(),
         ),
-        JsonRejection::BytesRejection(bytes) if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                "the request body is too large".into(),
-                Vec::new(),
-            )
-        }
+        JsonRejection::BytesRejection(bytes) if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "the request body is too large".into(),
+            Vec::new(),
+        ),
         JsonRejection::JsonDataError(err) => {
             // serde's message names the field and the problem ("unknown field `x`, expected ...").
-            ApiError::BadRequest(format!("invalid request body: {}", err.body_text_detail()))
-                .into_response()
+            ApiError::BadRequest(format!("invalid request body: {}", err.body_text_detail())).into_response()
         }
         JsonRejection::JsonSyntaxError(err) => {
-            ApiError::BadRequest(format!("malformed JSON: {}", err.body_text_detail()))
-                .into_response()
+            ApiError::BadRequest(format!("malformed JSON: {}", err.body_text_detail())).into_response()
         }
         other => ApiError::BadRequest(other.body_text()).into_response(),
     }
@@ -120,9 +116,9 @@ where
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::try_from_uri(&parts.uri) {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(err)) => Err(ApiError::BadRequest(
-                format!("invalid query string: {}", err.body_text_detail()),
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(err)) => {
+                Err(ApiError::BadRequest(format!("invalid query string: {}", err.body_text_detail())))
+            }
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
         }
     }

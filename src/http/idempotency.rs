@@ -15,11 +15,7 @@ use axum::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::{
-    auth::context::authenticate,
-    error::ApiError,
-    state::AppState,
-};
+use crate::{auth::context::authenticate, error::ApiError, state::AppState};
 
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 static REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -46,10 +42,8 @@ pub async fn replay_or_record(State(state): State<AppState>, request: Request, n
     if request.method() != Method::POST || !request.headers().contains_key(&IDEMPOTENCY_KEY) {
         return next.run(request).await;
     }
-    let is_json_or_empty = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_none_or(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json_or_empty =
+        request.headers().get(header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"application/json"));
     if !is_json_or_empty {
         return next.run(request).await;
     }
@@ -190,8 +184,7 @@ fn replay(status: i16, headers: Option<serde_json::Value>, body: Option<Vec<u8>>
     let mut map = HeaderMap::new();
     if let Some(serde_json::Value::Object(stored)) = headers {
         for (name, value) in stored {
-            if let (Ok(name), Some(Ok(value))) =
-                (HeaderName::try_from(name), value.as_str().map(HeaderValue::from_str))
+            if let (Ok(name), Some(Ok(value))) = (HeaderName::try_from(name), value.as_str().map(HeaderValue::from_str))
             {
                 map.insert(name, value);
             }

@@ -412,11 +412,7 @@ fn int_param(
     }
 }
 
-fn parse_filters(
-    params: &QueryParams,
-    spec: &ListSpec,
-    problems: &mut Vec<FieldError>,
-) -> Option<Vec<Filter>> {
+fn parse_filters(params: &QueryParams, spec: &ListSpec, problems: &mut Vec<FieldError>) -> Option<Vec<Filter>> {
     // Group `filters[i].field=value` by i, in index order.
     let mut raw: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
     for (key, value) in &params.0 {
@@ -428,7 +424,8 @@ fn parse_filters(
             Some((index, field)) => {
                 raw.entry(index).or_default().insert(field, value.clone());
             }
-            None => problems.push(FieldError::new(key.clone(), "expected filters[N].propertyName, .propertyValue or .filterType")),
+            None => problems
+                .push(FieldError::new(key.clone(), "expected filters[N].propertyName, .propertyValue or .filterType")),
         }
     }
     let mut filters = Vec::new();
@@ -468,7 +465,8 @@ fn parse_filters(
             FilterType::GreaterThan | FilterType::GreaterOrEqual | FilterType::LessThan | FilterType::LessOrEqual
         );
         if ordered && matches!(property.kind, PropertyType::Boolean | PropertyType::Uuid | PropertyType::Choice(_)) {
-            problems.push(FieldError::new(at("filterType"), format!("'{type_text}' does not apply to {}", property.name)));
+            problems
+                .push(FieldError::new(at("filterType"), format!("'{type_text}' does not apply to {}", property.name)));
             continue;
         }
         let pieces: Vec<&str> = match filter_type {
@@ -559,7 +557,9 @@ mod tests {
 
     #[test]
     fn values_are_bound_never_interpolated() {
-        let text = sql("filters[0].propertyName=NAME&filters[0].propertyValue=x'%3B drop table t&filters[0].filterType=contains");
+        let text = sql(
+            "filters[0].propertyName=NAME&filters[0].propertyValue=x'%3B drop table t&filters[0].filterType=contains",
+        );
         assert!(!text.contains("drop"), "{text}");
         assert!(text.contains("(t.name)::text ILIKE '%' || $1 || '%'"), "{text}");
         assert!(text.ends_with("ORDER BY t.name ASC, t.id ASC LIMIT $2 OFFSET $3"), "{text}");
@@ -567,7 +567,9 @@ mod tests {
 
     #[test]
     fn in_binds_each_value() {
-        let text = sql("filters[0].propertyName=name&filters[0].propertyValue=a,b,c&filters[0].filterType=in&orderBy=createdAt&orderDirection=desc");
+        let text = sql(
+            "filters[0].propertyName=name&filters[0].propertyValue=a,b,c&filters[0].filterType=in&orderBy=createdAt&orderDirection=desc",
+        );
         assert!(text.contains("(t.name) IN ($1, $2, $3)"), "{text}");
         assert!(text.contains("ORDER BY t.created_at DESC, t.id DESC"), "{text}");
     }
@@ -576,8 +578,14 @@ mod tests {
     fn unknown_property_filter_type_and_bad_values_are_named() {
         for (query, field) in [
             ("filters[0].propertyName=nope&filters[0].propertyValue=1", "filters[0].propertyName"),
-            ("filters[0].propertyName=name&filters[0].propertyValue=1&filters[0].filterType=like", "filters[0].filterType"),
-            ("filters[0].propertyName=createdAt&filters[0].propertyValue=yesterday&filters[0].filterType=greaterThan", "filters[0].propertyValue"),
+            (
+                "filters[0].propertyName=name&filters[0].propertyValue=1&filters[0].filterType=like",
+                "filters[0].filterType",
+            ),
+            (
+                "filters[0].propertyName=createdAt&filters[0].propertyValue=yesterday&filters[0].filterType=greaterThan",
+                "filters[0].propertyValue",
+            ),
             ("limit=0", "limit"),
             ("limit=1001", "limit"),
             ("offset=-1", "offset"),

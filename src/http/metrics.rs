@@ -73,7 +73,8 @@ impl Metrics {
             let labels = format!("method=\"{method}\",route=\"{route}\"");
             let h = &entry.latency;
             for (bucket, count) in BUCKETS.iter().zip(h.counts.iter()) {
-                let _ = writeln!(out, "edgeflow_http_request_duration_seconds_bucket{{{labels},le=\"{bucket}\"}} {count}");
+                let _ =
+                    writeln!(out, "edgeflow_http_request_duration_seconds_bucket{{{labels},le=\"{bucket}\"}} {count}");
             }
             let _ = writeln!(out, "edgeflow_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "edgeflow_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
@@ -98,10 +99,8 @@ impl Metrics {
 
 /// Route layer: runs after routing, so the route template (not the raw path) labels the series.
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;

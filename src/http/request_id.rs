@@ -71,29 +71,21 @@ pub async fn request_context(request: Request, next: Next) -> Response {
 /// keeping its headers (`Allow` on 405, `Retry-After`, ...).
 fn with_error_body(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if status.as_u16() < 400 || is_json || status == StatusCode::SWITCHING_PROTOCOLS {
         return response;
     }
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("NOT_FOUND", "no such endpoint".to_owned()),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "METHOD_NOT_ALLOWED",
-            "this method is not allowed on this path; see the Allow header".to_owned(),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ("PAYLOAD_TOO_LARGE", "the request body is too large".to_owned())
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("METHOD_NOT_ALLOWED", "this method is not allowed on this path; see the Allow header".to_owned())
         }
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large".to_owned()),
         StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
             ("TIMEOUT", "the request took too long and was abandoned".to_owned())
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "UNSUPPORTED_MEDIA_TYPE",
-            "unsupported Content-Type".to_owned(),
-        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", "unsupported Content-Type".to_owned()),
         other => ("ERROR", other.canonical_reason().unwrap_or("error").to_owned()),
     };
     let (mut parts, _) = response.into_parts();

@@ -138,14 +138,20 @@ async fn cancel_job(
     let mut tx = state.db.begin().await?;
     let name = node_name(&mut tx, auth.organization_id, node_id).await?;
     let Some(row) = store::cancel(&mut tx, auth.organization_id, node_id, job_id).await? else {
-        let current = store::find(&mut tx, auth.organization_id, node_id, job_id).await?.ok_or(ApiError::NotFound("job"))?;
+        let current =
+            store::find(&mut tx, auth.organization_id, node_id, job_id).await?.ok_or(ApiError::NotFound("job"))?;
         return Err(ApiError::conflict(
             "JOB_NOT_CANCELABLE",
             format!("the job is {}; only Queued or Sent jobs can be canceled", current.state.as_str()),
         ));
     };
     bus::publish(&mut tx, &bus::BusMessage::JobCanceled { node_id, job_id }).await?;
-    let mut event = NewEvent::audit(&auth, "job.cancel", format!("Node: {name}"), format!("canceled job {} #{}", row.command, row.seq));
+    let mut event = NewEvent::audit(
+        &auth,
+        "job.cancel",
+        format!("Node: {name}"),
+        format!("canceled job {} #{}", row.command, row.seq),
+    );
     event.node_id = Some(node_id);
     event.record(&mut tx).await?;
     tx.commit().await?;
@@ -192,8 +198,12 @@ async fn node_command(
         ttl_seconds: state.config.job_ttl_seconds,
     };
     let row = store::enqueue(&mut tx, &[job]).await?.into_iter().next().ok_or(ApiError::NotFound("edge node"))?;
-    let mut event =
-        NewEvent::audit(auth, "job.create", format!("Node: {name}"), format!("queued {} #{}", command.as_str(), row.seq));
+    let mut event = NewEvent::audit(
+        auth,
+        "job.create",
+        format!("Node: {name}"),
+        format!("queued {} #{}", command.as_str(), row.seq),
+    );
     event.node_id = Some(node_id);
     event.flow_definition_id = Some(flow_definition_id);
     event.record(&mut tx).await?;

@@ -293,7 +293,11 @@ pub async fn shadows_of(pool: &PgPool, nodes: &[Uuid]) -> Result<Vec<(Uuid, Valu
 }
 
 /// Waits (polling) until the job is final or `within` passes; answers its latest row.
-pub async fn wait_final(pool: &PgPool, job_id: Uuid, within: std::time::Duration) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn wait_final(
+    pool: &PgPool,
+    job_id: Uuid,
+    within: std::time::Duration,
+) -> Result<Option<JobRow>, sqlx::Error> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let row = find_by_id(pool, job_id).await?;

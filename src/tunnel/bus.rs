@@ -58,7 +58,6 @@ pub async fn disconnect(conn: &mut PgConnection, node_id: Uuid, code: u16, reaso
     publish(conn, &BusMessage::Disconnect { node_id, code, reason: reason.to_owned(), keep_session: None }).await
 }
 
-
 /// Starts listening to the bus for the hub: LISTEN is in place when this returns, so nothing
 /// published after start-up is missed; then messages are handled until the replica stops. After
 /// a reconnect (notifications may have been missed) the hub resynchronises from the tables.
@@ -108,7 +107,6 @@ pub async fn start_listener(hub: std::sync::Arc<super::hub::Hub>) -> Result<(), 
     });
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -57,7 +57,10 @@ impl HubSettings {
 #[derive(Debug)]
 pub enum Outbound {
     Text(String),
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
     /// Drop the socket and record nothing: a simulated crash, for tests.
     Abort,
 }
@@ -326,7 +329,13 @@ impl Hub {
     /// Calls `method` on a node of `organization_id` and waits for its answer: 409 NODE_OFFLINE
     /// when no replica holds it, 504 NODE_TIMEOUT when it does not answer in time, 502 NODE_ERROR
     /// when it answers with an error.
-    pub async fn call(&self, organization_id: Uuid, node_id: Uuid, method: &str, params: Value) -> Result<Value, ApiError> {
+    pub async fn call(
+        &self,
+        organization_id: Uuid,
+        node_id: Uuid,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, ApiError> {
         let online: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM edge_nodes n WHERE n.id = $1 AND n.organization_id = $2",
             super::presence::ONLINE_SQL
@@ -348,13 +357,8 @@ impl Hub {
         if let Some((_, tx)) = self.sender(node_id) {
             send_call(&tx, call_id, method.to_owned(), params);
         } else {
-            let message = BusMessage::Call {
-                call_id,
-                node_id,
-                method: method.to_owned(),
-                params,
-                reply_to: self.replica_id,
-            };
+            let message =
+                BusMessage::Call { call_id, node_id, method: method.to_owned(), params, reply_to: self.replica_id };
             let published = async {
                 let mut conn = self.db.acquire().await?;
                 bus::publish(&mut conn, &message).await
@@ -418,10 +422,9 @@ impl Hub {
     pub fn close_all(&self) {
         if let Ok(sessions) = self.sessions.read() {
             for entry in sessions.values() {
-                let _ = entry.tx.try_send(Outbound::Close {
-                    code: close_code::GOING_AWAY,
-                    reason: "server shutting down".into(),
-                });
+                let _ = entry
+                    .tx
+                    .try_send(Outbound::Close { code: close_code::GOING_AWAY, reason: "server shutting down".into() });
             }
         }
     }
@@ -458,9 +461,12 @@ async fn job_update_writer(
                 Err(_) => break,
             }
         }
-        let finished = batch
-            .iter()
-            .any(|(_, u)| matches!(u.state, crate::tunnel::protocol::JobUpdateState::Succeeded | crate::tunnel::protocol::JobUpdateState::Failed));
+        let finished = batch.iter().any(|(_, u)| {
+            matches!(
+                u.state,
+                crate::tunnel::protocol::JobUpdateState::Succeeded | crate::tunnel::protocol::JobUpdateState::Failed
+            )
+        });
         for attempt in 1..=3 {
             match job_store::apply_updates(&db, batch.clone()).await {
                 Ok(()) => {
@@ -524,7 +530,11 @@ async fn delivery_worker(hub: std::sync::Weak<Hub>, mut queue: mpsc::UnboundedRe
             let started = Instant::now();
             let count = held.len();
             match send_queued(&hub, held).await {
-                Ok(()) => tracing::debug!(nodes = count, millis = started.elapsed().as_millis() as u64, "delivered queued jobs"),
+                Ok(()) => tracing::debug!(
+                    nodes = count,
+                    millis = started.elapsed().as_millis() as u64,
+                    "delivered queued jobs"
+                ),
                 Err(err) => tracing::warn!(error = %err, "delivering jobs failed; they stay queued and are retried"),
             }
         }

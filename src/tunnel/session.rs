@@ -298,8 +298,14 @@ async fn handle(
                 }
             });
             let source = if event.flow_definition_id.is_some() { Source::Flow } else { Source::Node };
-            let mut record =
-                NewEvent::new(Some(node.organization_id), level, source, "node.event", format!("Node: {}", node.name), message);
+            let mut record = NewEvent::new(
+                Some(node.organization_id),
+                level,
+                source,
+                "node.event",
+                format!("Node: {}", node.name),
+                message,
+            );
             record.node_id = Some(node.id);
             record.flow_definition_id = event.flow_definition_id;
             record.data = data;

@@ -79,11 +79,7 @@ async fn get_me(State(state): State<AppState>, auth: AuthContext) -> ApiResult<J
         (status = 403, description = "API keys are not users", body = ErrorBody),
         (status = 409, description = "The email is taken", body = ErrorBody),
     ))]
-async fn patch_me(
-    State(state): State<AppState>,
-    auth: AuthContext,
-    Json(patch): Json<MePatch>,
-) -> ApiResult<Json<Me>> {
+async fn patch_me(State(state): State<AppState>, auth: AuthContext, Json(patch): Json<MePatch>) -> ApiResult<Json<Me>> {
     let (user_id, _) = auth.require_user()?;
     let name = patch.name.required("name")?;
     let email = patch.email.required("email")?;

@@ -41,7 +41,8 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<UserRow>, 
 
 /// The audit subject for a user: `User: <email>` (or the id, should the user be gone).
 pub async fn subject(conn: &mut PgConnection, id: Uuid) -> Result<String, sqlx::Error> {
-    let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    let email: Option<String> =
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(id).fetch_optional(conn).await?;
     Ok(crate::events::model::subject::user(&email.unwrap_or_else(|| id.to_string())))
 }
 
@@ -49,12 +50,7 @@ pub async fn count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(conn).await
 }
 
-pub async fn insert(
-    conn: &mut PgConnection,
-    email: &str,
-    name: &str,
-    password_hash: &str,
-) -> Result<Uuid, ApiError> {
+pub async fn insert(conn: &mut PgConnection, email: &str, name: &str, password_hash: &str) -> Result<Uuid, ApiError> {
     let id = Uuid::now_v7();
     sqlx::query("INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4)")
         .bind(id)

@@ -83,7 +83,8 @@ async fn unknown_email_and_wrong_password_get_the_same_answer_and_are_audited() 
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].0, format!("User: {OWNER_EMAIL}"));
     assert_eq!(rows[0].1, "Warning");
-    let everything: String = sqlx::query_scalar("SELECT string_agg(events::text, ' ') FROM events").fetch_one(&mut db).await.unwrap();
+    let everything: String =
+        sqlx::query_scalar("SELECT string_agg(events::text, ' ') FROM events").fetch_one(&mut db).await.unwrap();
     assert!(!everything.contains("not-the-password"), "a password reached the audit log");
 }
 
@@ -197,7 +198,8 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
 
     let (status, value) = refresh(&app, "efr_unknown").await;
     assert_error(status, &value, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    let response = app.client.post(app.url("/api/authentication/refresh")).json(&json!({"token": "x"})).send().await.unwrap();
+    let response =
+        app.client.post(app.url("/api/authentication/refresh")).json(&json!({"token": "x"})).send().await.unwrap();
     let (status, value) = body(response).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "BAD_REQUEST");
 }
@@ -307,16 +309,23 @@ async fn register_creates_an_owner_or_refuses_clearly() {
         let request = app.client.post(app.url("/api/authentication/register")).json(&value);
         async move { body(request.send().await.unwrap()).await }
     };
-    let (status, value) = register(json!({"email": "ALICE@example.com", "password": PASSWORD, "name": "A", "organizationName": "X"})).await;
+    let (status, value) =
+        register(json!({"email": "ALICE@example.com", "password": PASSWORD, "name": "A", "organizationName": "X"}))
+            .await;
     assert_error(status, &value, StatusCode::CONFLICT, "EMAIL_TAKEN");
-    let (status, value) = register(json!({"email": "not-an-email", "password": "short", "name": "", "organizationName": "X"})).await;
+    let (status, value) =
+        register(json!({"email": "not-an-email", "password": "short", "name": "", "organizationName": "X"})).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
     let fields: Vec<&str> = value["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["email", "name"]);
-    let (status, value) = register(json!({"email": "b@example.com", "password": "short", "name": "B", "organizationName": "X"})).await;
+    let (status, value) =
+        register(json!({"email": "b@example.com", "password": "short", "name": "B", "organizationName": "X"})).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
     assert_eq!(value["details"][0]["field"], "password");
-    let (status, value) = register(json!({"email": "b@example.com", "password": PASSWORD, "name": "B", "organizationName": "X", "role": "Owner"})).await;
+    let (status, value) = register(
+        json!({"email": "b@example.com", "password": PASSWORD, "name": "B", "organizationName": "X", "role": "Owner"}),
+    )
+    .await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "BAD_REQUEST");
 }
 

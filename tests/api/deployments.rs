@@ -71,7 +71,8 @@ async fn deployment(app: &TestApp, session: &Session, id: &str) -> Value {
 }
 
 async fn wait_state(app: &TestApp, session: &Session, id: &str, state: &str) -> Value {
-    let reached = eventually(Duration::from_secs(20), || async { deployment(app, session, id).await["state"] == state }).await;
+    let reached =
+        eventually(Duration::from_secs(20), || async { deployment(app, session, id).await["state"] == state }).await;
     let current = deployment(app, session, id).await;
     assert!(reached, "deployment never reached {state}: {current}");
     current
@@ -111,7 +112,8 @@ async fn crosser_walk_through_find_by_name_pick_a_version_deploy_to_nodes_found_
     .await;
     assert_eq!(definitions["items"].as_array().unwrap().len(), 1, "{definitions}");
     let definition_id = definitions["items"][0]["id"].as_str().unwrap().to_owned();
-    let (_, definition) = body(app.get(&format!("/api/flowdefinitions/{definition_id}"), &owner).send().await.unwrap()).await;
+    let (_, definition) =
+        body(app.get(&format!("/api/flowdefinitions/{definition_id}"), &owner).send().await.unwrap()).await;
     let flow = definition["flows"].as_array().unwrap().iter().find(|f| f["version"] == 2).unwrap().clone();
     let flow_id = flow["id"].as_str().unwrap();
     // Find the node by name.
@@ -173,8 +175,10 @@ async fn an_offline_target_gets_its_deploy_when_it_connects() {
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(
-        eventually(Duration::from_secs(10), || async { deployment(&app, &owner, &id).await["counters"]["succeeded"] == 1 })
-            .await
+        eventually(Duration::from_secs(10), || async {
+            deployment(&app, &owner, &id).await["counters"]["succeeded"] == 1
+        })
+        .await
     );
     assert_eq!(deployment(&app, &owner, &id).await["state"], "Running", "waits for the offline node");
     let late = agent(&app, &offline, false);
@@ -214,9 +218,16 @@ async fn a_rolling_deployment_stops_at_the_threshold_and_rolls_back_exactly_the_
     let done = wait_state(&app, &owner, id, "RolledBack").await;
     let states = target_states(&done);
     let expected: Vec<(String, String)> = [
-        ("n00", "RolledBack"), ("n01", "RolledBack"), ("n02", "RolledBack"), ("n03", "RolledBack"),
-        ("n04", "Failed"), ("n05", "Failed"),
-        ("n06", "Canceled"), ("n07", "Canceled"), ("n08", "Canceled"), ("n09", "Canceled"),
+        ("n00", "RolledBack"),
+        ("n01", "RolledBack"),
+        ("n02", "RolledBack"),
+        ("n03", "RolledBack"),
+        ("n04", "Failed"),
+        ("n05", "Failed"),
+        ("n06", "Canceled"),
+        ("n07", "Canceled"),
+        ("n08", "Canceled"),
+        ("n09", "Canceled"),
     ]
     .iter()
     .map(|(n, s)| (n.to_string(), s.to_string()))
@@ -237,12 +248,17 @@ async fn a_rolling_deployment_stops_at_the_threshold_and_rolls_back_exactly_the_
     .await
     .unwrap();
     assert_eq!(deploys_after_threshold, 0);
-    let events: Vec<String> = sqlx::query_scalar("SELECT message FROM events WHERE deployment_id = $1 AND action = 'deployment.state' ORDER BY occurred_at")
-        .bind(id.parse::<Uuid>().unwrap())
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-    assert!(events.iter().any(|m| m.contains("RollingBack")) && events.iter().any(|m| m.contains("RolledBack")), "{events:?}");
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT message FROM events WHERE deployment_id = $1 AND action = 'deployment.state' ORDER BY occurred_at",
+    )
+    .bind(id.parse::<Uuid>().unwrap())
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert!(
+        events.iter().any(|m| m.contains("RollingBack")) && events.iter().any(|m| m.contains("RolledBack")),
+        "{events:?}"
+    );
     for agent in agents {
         agent.stop().await;
     }
@@ -299,7 +315,9 @@ async fn rollback_of_a_finished_deployment_restores_the_previous_version_everywh
     let agents: Vec<AgentHandle> = nodes.iter().map(|n| agent(&app, n, false)).collect();
     let ids: Vec<Uuid> = nodes.iter().map(|n| n.id).collect();
     let deploy = |flow: Uuid| {
-        app.post("/api/deployments", &owner).json(&json!({"flowDefinitionId": definition, "flowId": flow, "nodeIds": ids})).send()
+        app.post("/api/deployments", &owner)
+            .json(&json!({"flowDefinitionId": definition, "flowId": flow, "nodeIds": ids}))
+            .send()
     };
     let (_, first) = body(deploy(flows[0]).await.unwrap()).await;
     wait_state(&app, &owner, first["id"].as_str().unwrap(), "Succeeded").await;
@@ -307,9 +325,15 @@ async fn rollback_of_a_finished_deployment_restores_the_previous_version_everywh
     let second_id = second["id"].as_str().unwrap().to_owned();
     wait_state(&app, &owner, &second_id, "Succeeded").await;
     for agent in &agents {
-        assert!(eventually(Duration::from_secs(5), || async { running(agent, definition).map(|r| r.0) == Some(Some(flows[1])) }).await);
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                running(agent, definition).map(|r| r.0) == Some(Some(flows[1]))
+            })
+            .await
+        );
     }
-    let (status, rolling) = body(app.post(&format!("/api/deployments/{second_id}/rollback"), &owner).send().await.unwrap()).await;
+    let (status, rolling) =
+        body(app.post(&format!("/api/deployments/{second_id}/rollback"), &owner).send().await.unwrap()).await;
     assert_eq!((status, rolling["state"].as_str()), (StatusCode::OK, Some("RollingBack")), "{rolling}");
     let done = wait_state(&app, &owner, &second_id, "RolledBack").await;
     assert!(target_states(&done).iter().all(|(_, s)| s == "RolledBack"), "{done}");
@@ -323,7 +347,8 @@ async fn rollback_of_a_finished_deployment_restores_the_previous_version_everywh
             agent.flows()
         );
     }
-    let (status, value) = body(app.post(&format!("/api/deployments/{second_id}/rollback"), &owner).send().await.unwrap()).await;
+    let (status, value) =
+        body(app.post(&format!("/api/deployments/{second_id}/rollback"), &owner).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::CONFLICT, "INVALID_STATE");
     for agent in agents {
         agent.stop().await;
@@ -335,7 +360,11 @@ async fn a_deployment_survives_a_server_crash_mid_rollout() {
     let mut app = fast_app().await;
     let owner = app.owner().await;
     let (definition, flows) = publish_flow(&app, &owner, "Temperature", 1).await;
-    let nodes = [create_node(&app, &owner, "a").await, create_node(&app, &owner, "b").await, create_node(&app, &owner, "c").await];
+    let nodes = [
+        create_node(&app, &owner, "a").await,
+        create_node(&app, &owner, "b").await,
+        create_node(&app, &owner, "c").await,
+    ];
     // Each job takes a while on the node, so the crash lands between batches.
     let agents: Vec<AgentHandle> =
         nodes.iter().map(|n| agent_with(&app, n, false, Duration::from_millis(400))).collect();
@@ -403,14 +432,22 @@ async fn two_replicas_never_drive_one_deployment_twice() {
     wait_state(&app, &owner, &id, "Succeeded").await;
     let mut db = app.db().await;
     let per_node: Vec<i64> =
-        sqlx::query_scalar("SELECT count(*) FROM node_jobs WHERE command = 'deploy' GROUP BY node_id").fetch_all(&mut db).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM node_jobs WHERE command = 'deploy' GROUP BY node_id")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
     assert_eq!(per_node, vec![1; 6], "every node got exactly one deploy job");
-    let batches: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT batch FROM deployment_targets ORDER BY batch").fetch_all(&mut db).await.unwrap();
-    assert_eq!(batches, (0..6).collect::<Vec<_>>());
-    let transitions: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE action = 'deployment.state' AND message LIKE '%Succeeded%'")
-        .fetch_one(&mut db)
+    let batches: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT batch FROM deployment_targets ORDER BY batch")
+        .fetch_all(&mut db)
         .await
         .unwrap();
+    assert_eq!(batches, (0..6).collect::<Vec<_>>());
+    let transitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE action = 'deployment.state' AND message LIKE '%Succeeded%'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
     assert_eq!(transitions, 1, "the deployment finished once");
     for agent in agents {
         agent.stop().await;
@@ -422,34 +459,70 @@ async fn drafts_go_to_dev_and_test_nodes_only_and_bad_requests_are_refused() {
     let app = fast_app().await;
     let owner = app.owner().await;
     let (definition, flows) = publish_flow(&app, &owner, "Temperature", 1).await;
-    let (_, draft) = body(app.post(&format!("/api/flowdefinitions/{definition}/drafts"), &owner).json(&json!({})).send().await.unwrap()).await;
+    let (_, draft) = body(
+        app.post(&format!("/api/flowdefinitions/{definition}/drafts"), &owner).json(&json!({})).send().await.unwrap(),
+    )
+    .await;
     let draft_id = draft["id"].as_str().unwrap();
     let production = create_node(&app, &owner, "Production1").await;
-    let dev = create_node_with(&app, &owner, json!({"name": "Dev1", "organizationId": owner.organization_id, "type": "DevAndTest"})).await;
+    let dev = create_node_with(
+        &app,
+        &owner,
+        json!({"name": "Dev1", "organizationId": owner.organization_id, "type": "DevAndTest"}),
+    )
+    .await;
     let dev_agent = agent(&app, &dev, false);
 
     let create = |body_json: Value| app.post("/api/deployments", &owner).json(&body_json).send();
-    let (status, value) = body(create(json!({"flowDefinitionId": definition, "draftId": draft_id, "nodeIds": [production.id, dev.id]})).await.unwrap()).await;
+    let (status, value) = body(
+        create(json!({"flowDefinitionId": definition, "draftId": draft_id, "nodeIds": [production.id, dev.id]}))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_error(status, &value, StatusCode::CONFLICT, "DRAFT_NOT_ALLOWED");
     assert!(value["error"].as_str().unwrap().contains("Production1"));
-    let (status, created) = body(create(json!({"flowDefinitionId": definition, "draftId": draft_id, "nodeIds": [dev.id]})).await.unwrap()).await;
+    let (status, created) =
+        body(create(json!({"flowDefinitionId": definition, "draftId": draft_id, "nodeIds": [dev.id]})).await.unwrap())
+            .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     wait_state(&app, &owner, created["id"].as_str().unwrap(), "Succeeded").await;
 
     for (body_json, code) in [
         (json!({"flowDefinitionId": definition, "flowId": flows[0]}), "VALIDATION_FAILED"),
-        (json!({"flowDefinitionId": definition, "flowId": flows[0], "draftId": draft_id, "nodeIds": [dev.id]}), "VALIDATION_FAILED"),
-        (json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [dev.id], "strategy": "rolling", "batchSize": 0}), "VALIDATION_FAILED"),
-        (json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [dev.id], "strategy": "sideways"}), "BAD_REQUEST"),
-        (json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [dev.id], "color": "red"}), "BAD_REQUEST"),
-        (json!({"flowDefinitionId": definition, "flowId": flows[0], "labels": {"nothing": "matches"}}), "VALIDATION_FAILED"),
+        (
+            json!({"flowDefinitionId": definition, "flowId": flows[0], "draftId": draft_id, "nodeIds": [dev.id]}),
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [dev.id], "strategy": "rolling", "batchSize": 0}),
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [dev.id], "strategy": "sideways"}),
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [dev.id], "color": "red"}),
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"flowDefinitionId": definition, "flowId": flows[0], "labels": {"nothing": "matches"}}),
+            "VALIDATION_FAILED",
+        ),
     ] {
         let (status, value) = body(create(body_json.clone()).await.unwrap()).await;
         assert_error(status, &value, StatusCode::BAD_REQUEST, code);
     }
-    let (status, value) = body(create(json!({"flowDefinitionId": definition, "flowId": Uuid::now_v7(), "nodeIds": [dev.id]})).await.unwrap()).await;
+    let (status, value) = body(
+        create(json!({"flowDefinitionId": definition, "flowId": Uuid::now_v7(), "nodeIds": [dev.id]})).await.unwrap(),
+    )
+    .await;
     assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
-    let (status, value) = body(create(json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [Uuid::now_v7()]})).await.unwrap()).await;
+    let (status, value) = body(
+        create(json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [Uuid::now_v7()]})).await.unwrap(),
+    )
+    .await;
     assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
     dev_agent.stop().await;
 }
@@ -479,11 +552,16 @@ async fn a_scheduled_deployment_waits_for_its_time_and_cancel_drops_pending_work
     // Cancel: an offline node's pending deploy is dropped and never delivered.
     let sleeper = create_node(&app, &owner, "sleeper").await;
     let (_, created) = body(
-        app.post("/api/deployments", &owner).json(&json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [sleeper.id]})).send().await.unwrap(),
+        app.post("/api/deployments", &owner)
+            .json(&json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [sleeper.id]}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let (status, canceled) = body(app.post(&format!("/api/deployments/{id}/cancel"), &owner).send().await.unwrap()).await;
+    let (status, canceled) =
+        body(app.post(&format!("/api/deployments/{id}/cancel"), &owner).send().await.unwrap()).await;
     assert_eq!((status, canceled["state"].as_str()), (StatusCode::OK, Some("Canceled")), "{canceled}");
     assert_eq!(canceled["targets"][0]["state"], "Canceled");
     let (mut wire, _) = Wire::connect(&app, &sleeper).await;
@@ -499,18 +577,32 @@ async fn stop_and_start_act_on_every_target() {
     let node = create_node(&app, &owner, "a").await;
     let agent = agent(&app, &node, false);
     let (_, created) = body(
-        app.post("/api/deployments", &owner).json(&json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [node.id]})).send().await.unwrap(),
+        app.post("/api/deployments", &owner)
+            .json(&json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [node.id]}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
     wait_state(&app, &owner, &id, "Succeeded").await;
     let (status, _) = body(app.post(&format!("/api/deployments/{id}/stop"), &owner).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(eventually(Duration::from_secs(5), || async { running(&agent, definition).map(|r| r.1) == Some("stopped".into()) }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            running(&agent, definition).map(|r| r.1) == Some("stopped".into())
+        })
+        .await
+    );
     // The node runs what it was told: the deployment shows drift only while it disagrees.
     let (status, _) = body(app.post(&format!("/api/deployments/{id}/start"), &owner).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(eventually(Duration::from_secs(5), || async { running(&agent, definition).map(|r| r.1) == Some("running".into()) }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            running(&agent, definition).map(|r| r.1) == Some("running".into())
+        })
+        .await
+    );
     agent.stop().await;
 }
 
@@ -521,7 +613,11 @@ async fn deployments_are_invisible_to_other_organizations_and_need_the_operator_
     let (definition, flows) = publish_flow(&app, &owner, "Temperature", 1).await;
     let node = create_node(&app, &owner, "a").await;
     let (_, created) = body(
-        app.post("/api/deployments", &owner).json(&json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [node.id]})).send().await.unwrap(),
+        app.post("/api/deployments", &owner)
+            .json(&json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [node.id]}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
@@ -531,7 +627,8 @@ async fn deployments_are_invisible_to_other_organizations_and_need_the_operator_
         assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
     }
     for action in ["pause", "resume", "start", "stop", "rollback", "cancel"] {
-        let (status, value) = body(app.post(&format!("/api/deployments/{id}/{action}"), &stranger).send().await.unwrap()).await;
+        let (status, value) =
+            body(app.post(&format!("/api/deployments/{id}/{action}"), &stranger).send().await.unwrap()).await;
         assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
     }
     let (_, list) = body(app.get("/api/deployments?includeCount=true", &stranger).send().await.unwrap()).await;
@@ -547,10 +644,18 @@ async fn deployments_are_invisible_to_other_organizations_and_need_the_operator_
     .await;
     assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
     let viewer = app.member(&owner, "viewer@example.com", "Viewer").await;
-    let (_, list) = body(app.get(&format!("/api/deployments?nodeId={}&includeCount=true", node.id), &viewer).send().await.unwrap()).await;
+    let (_, list) =
+        body(app.get(&format!("/api/deployments?nodeId={}&includeCount=true", node.id), &viewer).send().await.unwrap())
+            .await;
     assert_eq!(list["totalCount"], 1, "{list}");
     let (status, value) = body(app.post(&format!("/api/deployments/{id}/cancel"), &viewer).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::FORBIDDEN, "FORBIDDEN");
-    let (status, value) = body(app.get("/api/deployments?filters[0].propertyName=color&filters[0].propertyValue=x", &owner).send().await.unwrap()).await;
+    let (status, value) = body(
+        app.get("/api/deployments?filters[0].propertyName=color&filters[0].propertyValue=x", &owner)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
 }

@@ -88,7 +88,9 @@ pub struct Session {
 
 impl Session {
     fn from_tokens(body: &Value, email: &str, password: &str) -> Self {
-        let id = |field: &str| body[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {body}"));
+        let id = |field: &str| {
+            body[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {body}"))
+        };
         Self {
             token: body["token"].as_str().expect("token").to_owned(),
             refresh_token: body["refreshToken"].as_str().expect("refreshToken").to_owned(),
@@ -134,16 +136,16 @@ impl TestApp {
     pub async fn start(config: Config) -> Self {
         // Server logs in test output when asked: RUST_LOG=edgeflow=debug cargo test ...
         if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
         }
         let scheme = if config.tls_enabled() { "https" } else { "http" };
         let database_url = config.database_url.clone();
         let server = edgeflow::app::start(config).await.expect("server starts");
         let base_url = format!("{scheme}://{}", server.addr);
-        let client = Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
+        let client = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
         Self { server: Some(server), base_url, database_url, client }
     }
 

@@ -162,7 +162,10 @@ async fn the_openapi_document_is_served_and_the_docs_page_works_offline() {
     let app = TestApp::spawn().await;
     let (status, document) = body(app.client.get(app.url("/api/openapi.json")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(document, serde_json::from_str::<serde_json::Value>(&edgeflow::openapi::to_pretty_json().unwrap()).unwrap());
+    assert_eq!(
+        document,
+        serde_json::from_str::<serde_json::Value>(&edgeflow::openapi::to_pretty_json().unwrap()).unwrap()
+    );
     let page = app.client.get(app.url("/docs/")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("swagger-ui"), "{page}");
     // Every script and style the page loads is served by us: nothing from a CDN.

@@ -20,10 +20,8 @@ async fn is_online(app: &TestApp, session: &Session, node: &Node) -> bool {
 }
 
 async fn start(app: &TestApp, session: &Session, node: &Node, flow: Uuid) -> Value {
-    let (status, job) = body(
-        app.post(&format!("/api/edgenodes/{}/flows/{flow}/start", node.id), session).send().await.unwrap(),
-    )
-    .await;
+    let (status, job) =
+        body(app.post(&format!("/api/edgenodes/{}/flows/{flow}/start", node.id), session).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     job
 }
@@ -64,12 +62,13 @@ async fn hello_welcome_and_honest_presence() {
     wire.socket.close(None).await.unwrap();
     assert!(eventually(Duration::from_secs(3), || async { !is_online(&app, &owner, &node).await }).await);
     let mut db = app.db().await;
-    let actions: Vec<String> =
-        sqlx::query_scalar("SELECT action FROM events WHERE node_id = $1 AND action LIKE 'node.%connected' ORDER BY occurred_at")
-            .bind(node.id)
-            .fetch_all(&mut db)
-            .await
-            .unwrap();
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM events WHERE node_id = $1 AND action LIKE 'node.%connected' ORDER BY occurred_at",
+    )
+    .bind(node.id)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
     assert_eq!(actions, ["node.connected", "node.disconnected"]);
 }
 
@@ -135,7 +134,8 @@ async fn jobs_queued_while_offline_arrive_in_order_and_states_follow_updates() {
         })
         .await
     );
-    let (_, failed) = body(app.get(&format!("/api/edgenodes/{}/jobs/{second}", node.id), &owner).send().await.unwrap()).await;
+    let (_, failed) =
+        body(app.get(&format!("/api/edgenodes/{}/jobs/{second}", node.id), &owner).send().await.unwrap()).await;
     assert_eq!((failed["state"].as_str(), failed["error"].as_str()), (Some("Failed"), Some("disk full")));
     let (_, pending) = body(
         app.get(
@@ -215,7 +215,8 @@ async fn synchronous_calls_answer_from_any_replica_with_clear_errors() {
         wire.send(json!({"type": "response", "id": request["id"], "ok": true, "result": {"status": "ok", "big": "x".repeat(20_000)}})).await;
         let logs_request = wire.recv_type("request").await;
         assert_eq!(logs_request["params"]["tail"], 5);
-        wire.send(json!({"type": "response", "id": logs_request["id"], "ok": false, "error": "log file missing"})).await;
+        wire.send(json!({"type": "response", "id": logs_request["id"], "ok": false, "error": "log file missing"}))
+            .await;
         // The third call is never answered.
         wire.recv_type("request").await;
         wire
@@ -225,14 +226,17 @@ async fn synchronous_calls_answer_from_any_replica_with_clear_errors() {
         assert_eq!(status, StatusCode::OK, "{value}");
         assert_eq!(value["status"], "ok");
         assert_eq!(value["big"].as_str().unwrap().len(), 20_000, "a large answer crosses replicas through the table");
-        let (status, value) = body(app.get(&format!("/api/edgenodes/{}/logs?tail=5", node.id), &owner).send().await.unwrap()).await;
+        let (status, value) =
+            body(app.get(&format!("/api/edgenodes/{}/logs?tail=5", node.id), &owner).send().await.unwrap()).await;
         assert_error(status, &value, StatusCode::BAD_GATEWAY, "NODE_ERROR");
         assert!(value["error"].as_str().unwrap().contains("log file missing"));
-        let (status, value) = body(app.get(&format!("/api/edgenodes/{}/runtime", node.id), &owner).send().await.unwrap()).await;
+        let (status, value) =
+            body(app.get(&format!("/api/edgenodes/{}/runtime", node.id), &owner).send().await.unwrap()).await;
         assert_error(status, &value, StatusCode::GATEWAY_TIMEOUT, "NODE_TIMEOUT");
     };
     let (_wire, ()) = tokio::join!(answer, calls);
-    let (status, value) = body(app.get(&format!("/api/edgenodes/{}/logs?tail=0", node.id), &owner).send().await.unwrap()).await;
+    let (status, value) =
+        body(app.get(&format!("/api/edgenodes/{}/logs?tail=0", node.id), &owner).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
 }
 
@@ -258,7 +262,9 @@ async fn shadow_round_trip_with_etags() {
     assert_eq!(shadow["version"], 1);
     assert_eq!(shadow["delta"], json!({"sampleRate": 5, "mode": "eco"}));
     // A stale ETag: someone else changed it meanwhile.
-    let (status, value) = body(app.patch(&path, &owner).header("if-match", &etag).json(&json!({"mode": "fast"})).send().await.unwrap()).await;
+    let (status, value) =
+        body(app.patch(&path, &owner).header("if-match", &etag).json(&json!({"mode": "fast"})).send().await.unwrap())
+            .await;
     assert_error(status, &value, StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED");
 
     // The node gets the desired state on connect, and reports.
@@ -267,7 +273,8 @@ async fn shadow_round_trip_with_etags() {
     assert_eq!((pushed["version"].as_i64(), &pushed["desired"]), (Some(1), &json!({"sampleRate": 5, "mode": "eco"})));
     wire.send(json!({"type": "shadowReported", "reported": {"sampleRate": 5, "mode": "fast"}, "version": 1})).await;
     // A change while connected is pushed at once; null removes a key.
-    let (_, changed) = body(app.patch(&path, &owner).json(&json!({"mode": null, "limit": 3})).send().await.unwrap()).await;
+    let (_, changed) =
+        body(app.patch(&path, &owner).json(&json!({"mode": null, "limit": 3})).send().await.unwrap()).await;
     assert_eq!(changed["version"], 2);
     let pushed = wire.recv_type("shadow").await;
     assert_eq!(pushed["desired"], json!({"sampleRate": 5, "limit": 3}));
@@ -296,7 +303,8 @@ async fn close_codes_for_replaced_rotated_and_deleted_nodes() {
     assert!(is_online(&app, &owner, &node).await, "the newer connection keeps the node online");
 
     // Key rotation: 4002, and the old key no longer opens the tunnel.
-    let (status, rotated) = body(app.post(&format!("/api/edgenodes/{}/accesskey", node.id), &owner).send().await.unwrap()).await;
+    let (status, rotated) =
+        body(app.post(&format!("/api/edgenodes/{}/accesskey", node.id), &owner).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     assert_eq!(second.closed_with().await, Some(4002));
     assert_eq!(open(&app, node.id, &node.key).await.err(), Some(StatusCode::UNAUTHORIZED));
@@ -324,26 +332,25 @@ async fn protocol_violations_close_with_4003() {
         assert_eq!(wire.closed_with().await, Some(4003), "{first_message}");
     }
     let (mut wire, _) = Wire::connect(&app, &node).await;
-    wire.socket
-        .send(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into()))
-        .await
-        .unwrap();
+    wire.socket.send(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(wire.closed_with().await, Some(4003));
     // Events a node sends are validated.
     let (mut wire, _) = Wire::connect(&app, &node).await;
     wire.send(json!({"type": "event", "level": "Error", "message": "temperature sensor lost"})).await;
     // Lenient where it costs nothing: any case of a level, NUL characters dropped, large data
     // replaced by a marker.
-    wire.send(json!({"type": "event", "level": "warning", "message": "fan\u{0}slow", "data": {"note": "a\u{0}b"}})).await;
+    wire.send(json!({"type": "event", "level": "warning", "message": "fan\u{0}slow", "data": {"note": "a\u{0}b"}}))
+        .await;
     wire.send(json!({"type": "event", "level": "Info", "message": "dump", "data": {"blob": "x".repeat(20_000)}})).await;
     wire.send(json!({"type": "event", "level": "Loud", "message": "x"})).await;
     assert_eq!(wire.closed_with().await, Some(4003));
-    let stored: Vec<(String, String, Option<Value>)> =
-        sqlx::query_as("SELECT level, message, data FROM events WHERE node_id = $1 AND action = 'node.event' ORDER BY occurred_at")
-            .bind(node.id)
-            .fetch_all(&mut app.db().await)
-            .await
-            .unwrap();
+    let stored: Vec<(String, String, Option<Value>)> = sqlx::query_as(
+        "SELECT level, message, data FROM events WHERE node_id = $1 AND action = 'node.event' ORDER BY occurred_at",
+    )
+    .bind(node.id)
+    .fetch_all(&mut app.db().await)
+    .await
+    .unwrap();
     assert_eq!(
         stored,
         [
@@ -361,7 +368,14 @@ async fn a_node_flooding_messages_is_cut_off() {
     let node = create_node(&app, &owner, "Line1").await;
     let (mut wire, _) = Wire::connect(&app, &node).await;
     for _ in 0..200 {
-        if wire.socket.send(tokio_tungstenite::tungstenite::Message::Text(json!({"type": "metrics", "cpu": 1}).to_string().into())).await.is_err() {
+        if wire
+            .socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                json!({"type": "metrics", "cpu": 1}).to_string().into(),
+            ))
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -390,7 +404,11 @@ async fn a_crashed_server_loses_no_job() {
     for _ in 0..2 {
         ids.push(wire.recv_type("job").await["id"].clone());
     }
-    assert_eq!(ids, [second["id"].clone(), third["id"].clone()], "unfinished jobs come back in order; the finished one does not");
+    assert_eq!(
+        ids,
+        [second["id"].clone(), third["id"].clone()],
+        "unfinished jobs come back in order; the finished one does not"
+    );
 }
 
 #[tokio::test]
@@ -424,8 +442,13 @@ async fn wait_answers_the_outcome() {
     let call = app.post(&format!("/api/edgenodes/{}/flows/{flow}/stop?wait=5", node.id), &owner).send();
     let (_wire, response) = tokio::join!(node_side, call);
     let (status, job) = body(response.unwrap()).await;
-    assert_eq!((status, job["state"].as_str(), job["command"].as_str()), (StatusCode::OK, Some("Succeeded"), Some("stop")));
-    let (status, value) = body(app.post(&format!("/api/edgenodes/{}/flows/{flow}/stop?wait=500", node.id), &owner).send().await.unwrap()).await;
+    assert_eq!(
+        (status, job["state"].as_str(), job["command"].as_str()),
+        (StatusCode::OK, Some("Succeeded"), Some("stop"))
+    );
+    let (status, value) =
+        body(app.post(&format!("/api/edgenodes/{}/flows/{flow}/stop?wait=500", node.id), &owner).send().await.unwrap())
+            .await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
 }
 
@@ -453,7 +476,14 @@ async fn bulk_commands_reach_every_selected_node() {
         assert_eq!(wire.recv_type("job").await["flowDefinitionId"], flow.to_string());
     }
     assert!(wires[2].recv_within(Duration::from_millis(700)).await.is_none_or(|m| m["type"] != "job"));
-    let (status, value) = body(app.post("/api/edgenodes/jobs", &owner).json(&json!({"command": "explode", "flowDefinitionId": flow, "nodeIds": []})).send().await.unwrap()).await;
+    let (status, value) = body(
+        app.post("/api/edgenodes/jobs", &owner)
+            .json(&json!({"command": "explode", "flowDefinitionId": flow, "nodeIds": []}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
 }
 
@@ -485,11 +515,19 @@ async fn another_organization_cannot_reach_nodes_jobs_calls_or_shadows() {
         assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
     }
     // Their bulk command never selects our node.
-    let (_, result) = body(app.post("/api/edgenodes/jobs", &stranger).json(&json!({"command": "stop", "flowDefinitionId": flow, "nodeIds": [id]})).send().await.unwrap()).await;
+    let (_, result) = body(
+        app.post("/api/edgenodes/jobs", &stranger)
+            .json(&json!({"command": "stop", "flowDefinitionId": flow, "nodeIds": [id]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(result["count"], 0);
     // A Viewer of ours may read but not command.
     let viewer = app.member(&owner, "viewer@example.com", "Viewer").await;
     assert_eq!(app.get(&format!("/api/edgenodes/{id}/jobs"), &viewer).send().await.unwrap().status(), StatusCode::OK);
-    let (status, value) = body(app.post(&format!("/api/edgenodes/{id}/flows/{flow}/start"), &viewer).send().await.unwrap()).await;
+    let (status, value) =
+        body(app.post(&format!("/api/edgenodes/{id}/flows/{flow}/start"), &viewer).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::FORBIDDEN, "FORBIDDEN");
 }

@@ -34,22 +34,29 @@ async fn patch_me_merges_and_validates() {
     let owner = app.owner().await;
     app.register("taken@example.com", "Taken").await;
 
-    let (status, me) = body(app.patch("/api/users/me", &owner).json(&json!({"name": "Ada"})).send().await.unwrap()).await;
+    let (status, me) =
+        body(app.patch("/api/users/me", &owner).json(&json!({"name": "Ada"})).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!((me["name"].as_str(), me["email"].as_str()), (Some("Ada"), Some(OWNER_EMAIL)));
 
-    let (status, value) = body(app.patch("/api/users/me", &owner).json(&json!({"email": "TAKEN@example.com"})).send().await.unwrap()).await;
+    let (status, value) =
+        body(app.patch("/api/users/me", &owner).json(&json!({"email": "TAKEN@example.com"})).send().await.unwrap())
+            .await;
     assert_error(status, &value, StatusCode::CONFLICT, "EMAIL_TAKEN");
-    let (status, value) = body(app.patch("/api/users/me", &owner).json(&json!({"name": null})).send().await.unwrap()).await;
+    let (status, value) =
+        body(app.patch("/api/users/me", &owner).json(&json!({"name": null})).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
     assert_eq!(value["details"][0]["field"], "name");
-    let (status, value) = body(app.patch("/api/users/me", &owner).json(&json!({"email": "nope"})).send().await.unwrap()).await;
+    let (status, value) =
+        body(app.patch("/api/users/me", &owner).json(&json!({"email": "nope"})).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    let (status, value) = body(app.patch("/api/users/me", &owner).json(&json!({"passwordHash": "x"})).send().await.unwrap()).await;
+    let (status, value) =
+        body(app.patch("/api/users/me", &owner).json(&json!({"passwordHash": "x"})).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     assert!(value["error"].as_str().unwrap().contains("passwordHash"), "{value}");
 
-    let (status, me) = body(app.patch("/api/users/me", &owner).json(&json!({"email": "ada@example.com"})).send().await.unwrap()).await;
+    let (status, me) =
+        body(app.patch("/api/users/me", &owner).json(&json!({"email": "ada@example.com"})).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["name"], "Ada");
     app.login("ada@example.com", OWNER_PASSWORD).await;

@@ -26,7 +26,12 @@ pub struct Node {
 
 /// Creates an edge node in the session's organization (Crosser's call).
 pub async fn create_node(app: &TestApp, session: &Session, name: &str) -> Node {
-    create_node_with(app, session, json!({"name": name, "organizationId": session.organization_id, "type": "Production"})).await
+    create_node_with(
+        app,
+        session,
+        json!({"name": name, "organizationId": session.organization_id, "type": "Production"}),
+    )
+    .await
 }
 
 pub async fn create_node_with(app: &TestApp, session: &Session, body_json: Value) -> Node {
