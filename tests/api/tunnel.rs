@@ -531,3 +531,32 @@ async fn another_organization_cannot_reach_nodes_jobs_calls_or_shadows() {
         body(app.post(&format!("/api/edgenodes/{id}/flows/{flow}/start"), &viewer).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::FORBIDDEN, "FORBIDDEN");
 }
+
+#[tokio::test]
+async fn the_nodes_of_a_replica_that_dies_read_offline_within_the_threshold() {
+    let app = TestApp::spawn().await;
+    let mut replica = app.replica().await;
+    let owner = app.owner().await;
+    let node = create_node(&app, &owner, "Line1").await;
+    let (_wire, _) = Wire::connect(&replica, &node).await;
+    assert!(is_online(&app, &owner, &node).await);
+    // The replica dies without a word: no close frames, no clean-up, its heartbeat stops.
+    let died = std::time::Instant::now();
+    replica.server.take().unwrap().abort();
+    assert!(eventually(Duration::from_secs(6), || async { !is_online(&app, &owner, &node).await }).await);
+    let took = died.elapsed();
+    assert!(took <= Duration::from_secs(5), "shown online {took:?} after its replica died (threshold 3 s)");
+    // Another replica sweeps the dead one's nodes and says why.
+    assert!(
+        eventually(Duration::from_secs(8), || async {
+            let reasons: Vec<String> =
+                sqlx::query_scalar("SELECT message FROM events WHERE node_id = $1 AND action = 'node.disconnected'")
+                    .bind(node.id)
+                    .fetch_all(&mut app.db().await)
+                    .await
+                    .unwrap();
+            reasons.iter().any(|m| m.contains("replica"))
+        })
+        .await
+    );
+}
