@@ -71,16 +71,27 @@ async fn load_me(client: &reqwest::Client, url: &str, token: &str, clients: usiz
     stats(all, started.elapsed())
 }
 
-fn pgbench_tps(database_url: &str, clients: usize, seconds: u64) -> Option<f64> {
-    let init = Command::new("pgbench").args(["-i", "-q", "-s", "10", database_url]).output().ok()?;
-    if !init.status.success() {
-        eprintln!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
-        return None;
+/// `pgbench -S` (select-only) transactions/s; with `script`, pgbench running that SQL instead.
+fn pgbench_tps(database_url: &str, clients: usize, seconds: u64, script: Option<&std::path::Path>) -> Option<f64> {
+    if script.is_none() {
+        let init = Command::new("pgbench").args(["-i", "-q", "-s", "10", database_url]).output().ok()?;
+        if !init.status.success() {
+            eprintln!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+            return None;
+        }
     }
-    let run = Command::new("pgbench")
-        .args(["-S", "-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), database_url])
-        .output()
-        .ok()?;
+    let (clients, seconds) = (clients.to_string(), seconds.to_string());
+    let mut args = vec!["-n", "-c", clients.as_str(), "-j", "2", "-T", seconds.as_str()];
+    let script_arg;
+    match script {
+        Some(path) => {
+            script_arg = format!("--file={}", path.display());
+            args.push(&script_arg);
+        }
+        None => args.push("-S"),
+    }
+    args.push(database_url);
+    let run = Command::new("pgbench").args(&args).output().ok()?;
     let out = String::from_utf8_lossy(&run.stdout);
     out.lines()
         .find(|l| l.starts_with("tps = "))
@@ -92,6 +103,19 @@ async fn fresh_database(url: &str) {
     let mut conn = PgConnection::connect(&format!("{base}/postgres")).await.expect("PostgreSQL reachable");
     conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await.expect("drop");
     conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.expect("create");
+}
+
+async fn tokens_user(client: &reqwest::Client, base: &str, token: &str) -> String {
+    let me: Value = client
+        .get(format!("{base}/api/users/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("me body");
+    me["id"].as_str().expect("user id").to_owned()
 }
 
 fn main() {
@@ -133,9 +157,20 @@ async fn run() {
     );
     load_me(&client, &me, &token, CLIENTS, 1).await; // warm-up
     let api = load_me(&client, &me, &token, CLIENTS, SECONDS).await;
-    let pg = tokio::task::spawn_blocking({
+    // The statement behind GET /api/users/me, run by pgbench for this user: the API's own floor.
+    let user_id = tokens_user(&client, &base, &token).await;
+    let script = std::env::temp_dir().join(format!("edgeflow-me-{user_id}.sql"));
+    std::fs::write(&script, format!(
+        "SELECT u.id, u.email, u.name, u.created_at, coalesce(json_agg(json_build_object('id', o.id, 'name', o.name, \
+         'role', m.role) ORDER BY o.name, o.id) FILTER (WHERE o.id IS NOT NULL), '[]') FROM users u \
+         LEFT JOIN memberships m ON m.user_id = u.id LEFT JOIN organizations o ON o.id = m.organization_id \
+         WHERE u.id = '{user_id}' GROUP BY u.id;\n"
+    ))
+    .expect("script");
+    let (pg, pg_same) = tokio::task::spawn_blocking({
         let url = database_url.clone();
-        move || pgbench_tps(&url, CLIENTS, SECONDS)
+        let script = script.clone();
+        move || (pgbench_tps(&url, CLIENTS, SECONDS, None), pgbench_tps(&url, CLIENTS, SECONDS, Some(&script)))
     })
     .await
     .expect("pgbench task");
@@ -146,10 +181,16 @@ async fn run() {
     );
     match pg {
         Some(tps) => println!(
-            "pgbench -S (baseline)        {tps:>10.0} transactions/s\nratio API / pgbench          {:>10.2}",
+            "pgbench -S (baseline)        {tps:>10.0} transactions/s\nratio API / pgbench -S       {:>10.2}",
             api.per_second / tps
         ),
         None => println!("pgbench -S (baseline)        not available (install PostgreSQL's pgbench)"),
+    }
+    if let Some(tps) = pg_same {
+        println!(
+            "pgbench, the endpoint's SQL  {tps:>10.0} transactions/s\nratio API / its own query    {:>10.2}",
+            api.per_second / tps
+        );
     }
 
     // Latency of the GET with few clients, alone and while logins are hammered.
