@@ -560,3 +560,24 @@ async fn the_nodes_of_a_replica_that_dies_read_offline_within_the_threshold() {
         .await
     );
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_closes_tunnels_with_1001_and_records_the_nodes_offline() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner().await;
+    let node = create_node(&app, &owner, "Line1").await;
+    let (mut wire, _) = Wire::connect(&app, &node).await;
+    let mut db = app.db().await;
+    let stopping = tokio::spawn(app.stop());
+    assert_eq!(wire.closed_with().await, Some(1001), "nodes are told to reconnect elsewhere");
+    stopping.await.unwrap();
+    let (held_by, disconnected): (Option<Uuid>, bool) =
+        sqlx::query_as("SELECT replica_id, disconnected_at IS NOT NULL FROM edge_nodes WHERE id = $1")
+            .bind(node.id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((held_by, disconnected), (None, true));
+    let replicas: i64 = sqlx::query_scalar("SELECT count(*) FROM replicas").fetch_one(&mut db).await.unwrap();
+    assert_eq!(replicas, 0, "a replica that stops cleanly removes its heartbeat row");
+}
