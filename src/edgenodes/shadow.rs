@@ -3,7 +3,7 @@
 
 use axum::{
     extract::State,
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -87,8 +87,8 @@ pub fn delta(desired: &Value, reported: &Value) -> Value {
     }
 }
 
-fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+fn etag(version: i64) -> String {
+    crate::http::etag::revision(version)
 }
 
 fn view(row: ShadowRow) -> Response {
@@ -100,7 +100,7 @@ fn view(row: ShadowRow) -> Response {
         reported_at: row.shadow_reported_at.map(Into::into),
     };
     let mut response = Json(shadow).into_response();
-    response.headers_mut().insert(header::ETAG, etag(row.shadow_version));
+    response.headers_mut().insert(header::ETAG, crate::http::etag::header_value(&etag(row.shadow_version)));
     response
 }
 
@@ -163,15 +163,7 @@ async fn patch_shadow(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::NotFound("edge node"))?;
-    if let Some(expected) = headers.get(header::IF_MATCH) {
-        let matches = expected.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|tag| tag.trim() == "*" || tag.trim().trim_start_matches("W/") == etag(current.shadow_version))
-        });
-        if !matches {
-            return Err(ApiError::PreconditionFailed);
-        }
-    }
+    crate::http::etag::check_if_match(&headers, &etag(current.shadow_version))?;
     let mut desired = current.shadow_desired;
     merge(&mut desired, &patch);
     if desired.to_string().len() > MAX_DESIRED_BYTES {

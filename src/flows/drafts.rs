@@ -4,7 +4,7 @@
 
 use axum::{
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -34,27 +34,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The ETag of a draft revision: `"<revision>"`.
 pub(super) fn etag(revision: i64) -> String {
-    format!("\"{revision}\"")
+    crate::http::etag::revision(revision)
 }
 
-/// Whether `If-Match` (if sent) names the current ETag; `*` matches any. A missing `If-Match`
-/// passes: the last write wins.
-pub(super) fn check_if_match(headers: &HeaderMap, current: &str) -> ApiResult<()> {
-    let mut sent = headers.get_all(header::IF_MATCH).iter().peekable();
-    if sent.peek().is_none() {
-        return Ok(());
-    }
-    let matches = sent.any(|value| {
-        value.to_str().is_ok_and(|text| {
-            text.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == current)
-        })
-    });
-    if matches { Ok(()) } else { Err(ApiError::PreconditionFailed) }
-}
+pub(super) use crate::http::etag::check_if_match;
 
 /// A draft as the answer, with its ETag.
 fn draft_response(status: StatusCode, row: DraftRow) -> Response {
-    let tag = HeaderValue::from_str(&etag(row.revision)).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    let tag = crate::http::etag::header_value(&etag(row.revision));
     let mut response = (status, Json(FlowDraft::from(row))).into_response();
     response.headers_mut().insert(header::ETAG, tag);
     response
@@ -323,29 +310,4 @@ async fn delete_draft(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(values: &[&str]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for value in values {
-            map.append(header::IF_MATCH, HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn if_match_compares_etags() {
-        let current = etag(3);
-        assert!(check_if_match(&headers(&[]), &current).is_ok());
-        assert!(check_if_match(&headers(&["\"3\""]), &current).is_ok());
-        assert!(check_if_match(&headers(&["W/\"3\""]), &current).is_ok());
-        assert!(check_if_match(&headers(&["\"1\", \"3\""]), &current).is_ok());
-        assert!(check_if_match(&headers(&["*"]), &current).is_ok());
-        assert!(matches!(check_if_match(&headers(&["\"2\""]), &current), Err(ApiError::PreconditionFailed)));
-        assert!(matches!(check_if_match(&headers(&["3"]), &current), Err(ApiError::PreconditionFailed)));
-    }
 }

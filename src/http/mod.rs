@@ -1,6 +1,7 @@
 //! Shared HTTP pieces: extractors, middleware, list queries, merge-patch.
 
 pub mod client_ip;
+pub mod etag;
 pub mod extract;
 pub mod idempotency;
 pub mod list;

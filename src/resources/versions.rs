@@ -158,12 +158,7 @@ fn etag_header(row: &VersionRow) -> HeaderMap {
 
 /// 412 when `If-Match` names none of the version's current ETag (or `*`).
 fn check_if_match(headers: &HeaderMap, row: &VersionRow) -> ApiResult<()> {
-    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(()) };
-    let current = etag(row);
-    let matches = value.to_str().is_ok_and(|list| {
-        list.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == current)
-    });
-    if matches { Ok(()) } else { Err(ApiError::PreconditionFailed) }
+    crate::http::etag::check_if_match(headers, &etag(row))
 }
 
 /// Update a draft, or make it a Completed version
