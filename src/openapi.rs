@@ -13,7 +13,9 @@ use utoipa::{
         description = "The control plane for fleets of edge nodes running data flows. \
             Errors share one body: `{error, code, status, requestId, details}`. \
             Lists take `offset`, `limit`, `includeCount`, `orderBy`, `orderDirection` and \
-            `filters[i].propertyName/propertyValue/filterType`.",
+            `filters[i].propertyName/propertyValue/filterType`. \
+            Each operation's `x-required-role` names the least organization role that may call it \
+            (Viewer < Operator < Editor < Admin < Owner).",
         license(name = "Apache-2.0")
     ),
     modifiers(&SecuritySchemes),

@@ -36,6 +36,17 @@ fn every_operation_has_a_summary_and_its_errors() {
             if !public_only && !responses.contains_key("401") {
                 missing.push(format!("{name}: needs credentials but documents no 401"));
             }
+            // The isolation matrix (tests/api/matrix.rs) reads the least role from here.
+            let for_members = operation.get("security").is_none_or(|s| {
+                s.as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|r| r.as_object().is_some_and(|o| o.contains_key("bearer") || o.contains_key("apiKey")))
+                })
+            });
+            let role = operation["x-required-role"].as_str();
+            if for_members && !role.is_some_and(|r| ["Viewer", "Operator", "Editor", "Admin", "Owner"].contains(&r)) {
+                missing.push(format!("{name}: members call it but it names no x-required-role"));
+            }
         }
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));

@@ -52,6 +52,7 @@ fn new_key() -> (String, String) {
 /// The answer is the only time the key is shown: the server keeps only its hash. The key's role
 /// may not be higher than the caller's own.
 #[utoipa::path(post, path = "/api/apikeys", tag = "apikeys",
+    extensions(("x-required-role" = json!("Admin"))),
     request_body = CreateApiKey,
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = CreatedApiKey),
@@ -112,6 +113,7 @@ async fn create_key(
 /// Properties: id, name, prefix, role, createdAt, createdBy, expiresAt, lastUsedAt, revoked,
 /// revokedAt. Newest first by default.
 #[utoipa::path(get, path = "/api/apikeys", tag = "apikeys",
+    extensions(("x-required-role" = json!("Admin"))),
     params(ListParams),
     responses(
         (status = 200, description = "One page of keys", body = Page<ApiKey>),
@@ -134,6 +136,7 @@ async fn list_keys(
 ///
 /// Never the key itself.
 #[utoipa::path(get, path = "/api/apikeys/{id}", tag = "apikeys",
+    extensions(("x-required-role" = json!("Admin"))),
     params(("id" = Uuid, Path, description = "The key's id")),
     responses(
         (status = 200, description = "The key", body = ApiKey),
@@ -158,6 +161,7 @@ async fn get_key(
 /// The key stops working from the next request on. Revoking a revoked key changes nothing and
 /// answers 204 again.
 #[utoipa::path(delete, path = "/api/apikeys/{id}", tag = "apikeys",
+    extensions(("x-required-role" = json!("Admin"))),
     params(("id" = Uuid, Path, description = "The key's id")),
     responses(
         (status = 204, description = "Revoked"),

@@ -271,6 +271,7 @@ async fn refresh(
 ///
 /// The session's access and refresh tokens stop working at once, on every replica.
 #[utoipa::path(post, path = "/api/authentication/logout", tag = "authentication",
+    extensions(("x-required-role" = json!("Viewer"))),
     responses(
         (status = 204, description = "Signed out"),
         (status = 401, description = "Not signed in", body = ErrorBody),
@@ -292,6 +293,7 @@ async fn logout(State(state): State<AppState>, auth: AuthContext) -> ApiResult<S
 /// Introspection: the session, user, organization and role the token stands for, and when it
 /// was issued and expires.
 #[utoipa::path(get, path = "/api/authentication/token", tag = "authentication",
+    extensions(("x-required-role" = json!("Viewer"))),
     responses(
         (status = 200, description = "The credential", body = TokenInfo),
         (status = 401, description = "Missing, invalid, expired or revoked credential", body = ErrorBody),
@@ -327,6 +329,7 @@ async fn introspect(State(state): State<AppState>, auth: AuthContext) -> ApiResu
 ///
 /// Every access and refresh token of the user, on every device, stops working at once.
 #[utoipa::path(delete, path = "/api/authentication/tokens", tag = "authentication",
+    extensions(("x-required-role" = json!("Viewer"))),
     responses(
         (status = 204, description = "All sessions revoked"),
         (status = 401, description = "Not signed in", body = ErrorBody),

@@ -279,6 +279,7 @@ async fn create_and_answer(
 /// `{"edgeNodes": [<edgeNodeId>, ...]}`: creates a deployment of the version to every node at
 /// once; answers it (202) while the nodes apply it. Follow it at `/api/deployments/{id}`.
 #[utoipa::path(post, path = "/api/flowdefinitions/{flowDefinitionId}/flow/{flowId}/deploy", tag = "deployments",
+    extensions(("x-required-role" = json!("Operator"))),
     params(("flowDefinitionId" = Uuid, Path, description = "Flow definition id"), ("flowId" = Uuid, Path, description = "Flow version id")),
     request_body = CrosserDeploy,
     responses(
@@ -317,6 +318,7 @@ async fn crosser_deploy(
 /// more than `maxFailures` targets fail (and with `autoRollback`, putting the updated ones back),
 /// now or at `scheduledAt`.
 #[utoipa::path(post, path = "/api/deployments", tag = "deployments",
+    extensions(("x-required-role" = json!("Operator"))),
     request_body = NewDeployment,
     responses(
         (status = 202, description = "The deployment, under way or scheduled", body = Deployment),
@@ -339,6 +341,7 @@ async fn create_deployment(
 /// Filter with the list conventions (`flowDefinitionId`, `flowId`, `flowName`, `state`, ...) and
 /// `nodeId=<id>` for the deployments that target a node.
 #[utoipa::path(get, path = "/api/deployments", tag = "deployments",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(ListParams, ("nodeId" = Option<Uuid>, Query, description = "Only deployments targeting this node")),
     responses(
         (status = 200, description = "A page of deployments (without targets)", body = Page<Deployment>),
@@ -386,6 +389,7 @@ async fn list_deployments(
 /// Per target: its batch, state, job, error, times, what the node reports, and `drift` (the node
 /// reports something else than what this deployment put there).
 #[utoipa::path(get, path = "/api/deployments/{id}", tag = "deployments",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "Deployment id")),
     responses(
         (status = 200, description = "The deployment", body = Deployment),
@@ -496,6 +500,7 @@ macro_rules! action_route {
         #[doc = ""]
         #[doc = $description]
         #[utoipa::path(post, path = $path, tag = "deployments",
+            extensions(("x-required-role" = json!("Operator"))),
             params(("id" = Uuid, Path, description = "Deployment id")),
             responses(
                 (status = 200, description = "The deployment after the action", body = Deployment),

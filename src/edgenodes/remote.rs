@@ -27,6 +27,7 @@ const MAX_TAIL: u32 = 1000;
 ///
 /// The node's own health report (status, uptime, agent version, flows running), asked live.
 #[utoipa::path(get, path = "/api/edgenodes/{id}/health", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "Edge node id")),
     responses(
         (status = 200, description = "The node's answer", body = Object),
@@ -49,6 +50,7 @@ struct LogsParams {
 
 /// Read a node's latest log lines
 #[utoipa::path(get, path = "/api/edgenodes/{id}/logs", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "Edge node id"), LogsParams),
     responses(
         (status = 200, description = "The node's answer: {lines: [...]}", body = Object),
@@ -76,6 +78,7 @@ async fn logs(
 ///
 /// The flows the node says it runs right now (as opposed to `flows` on the node, its last report).
 #[utoipa::path(get, path = "/api/edgenodes/{id}/runtime", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "Edge node id")),
     responses(
         (status = 200, description = "The node's answer: {flows: [...]}", body = Object),

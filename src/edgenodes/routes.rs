@@ -70,6 +70,7 @@ fn node_event(auth: &AuthContext, action: &'static str, id: Uuid, name: &str, me
 /// `organizationId` must be the caller's active organization. The answer holds `id` (the node id)
 /// and `accessKey`, which the node needs to connect; it is the only time the key is shown.
 #[utoipa::path(post, path = "/api/edgenodes", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Operator"))),
     request_body = NewEdgeNode,
     responses(
         (status = 201, description = "Created; `accessKey` is shown only now", body = CreatedEdgeNode),
@@ -123,6 +124,7 @@ async fn create_node(
 /// accessKeyPrefix, keyRotatedAt. By name by default. `labels=site=plant-1,line=3` keeps the nodes
 /// carrying all those labels.
 #[utoipa::path(get, path = "/api/edgenodes", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(
         ListParams,
         ("labels" = Option<String>, Query, description = "`key=value,key2=value2`: only nodes with all these labels"),
@@ -148,6 +150,7 @@ async fn list_nodes(
 ///
 /// With its live status, reported flows and pending jobs.
 #[utoipa::path(get, path = "/api/edgenodes/{id}", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "The node's id")),
     responses(
         (status = 200, description = "The node", body = EdgeNode),
@@ -171,6 +174,7 @@ async fn get_node(
 /// JSON Merge Patch of `name`, `type`, `labels` (replaces the whole map; `null` clears it) and
 /// `description` (`null` clears it).
 #[utoipa::path(patch, path = "/api/edgenodes/{id}", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Operator"))),
     params(("id" = Uuid, Path, description = "The node's id")),
     request_body(content = EdgeNodePatch, content_type = "application/merge-patch+json"),
     responses(
@@ -236,6 +240,7 @@ async fn patch_node(
 ///
 /// Its pending jobs go with it, and its connection (if any) is closed with code 4001.
 #[utoipa::path(delete, path = "/api/edgenodes/{id}", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Operator"))),
     params(("id" = Uuid, Path, description = "The node's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -262,6 +267,7 @@ async fn delete_node(
 /// The old key stops working at once and the node's connection (if any) is closed with code
 /// 4002; configure the node with the new key. The answer is the only time it is shown.
 #[utoipa::path(post, path = "/api/edgenodes/{id}/accesskey", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Operator"))),
     params(("id" = Uuid, Path, description = "The node's id")),
     responses(
         (status = 200, description = "The new key; `accessKey` is shown only now", body = RotatedAccessKey),

@@ -110,6 +110,7 @@ const SHADOW_COLUMNS: &str = "name, shadow_desired, shadow_version, shadow_repor
 ///
 /// `desired`, `reported`, `delta` and `version` (also the `ETag`).
 #[utoipa::path(get, path = "/api/edgenodes/{id}/shadow", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "Edge node id")),
     responses(
         (status = 200, description = "The shadow", body = ShadowView, headers(("ETag" = String, description = "The version"))),
@@ -134,6 +135,7 @@ async fn get_shadow(State(state): State<AppState>, auth: Require<Viewer>, Path(i
 /// read to refuse (412) a change made meanwhile by someone else. The node gets the new desired
 /// state at once if connected, else when it connects.
 #[utoipa::path(patch, path = "/api/edgenodes/{id}/shadow", tag = "edgenodes",
+    extensions(("x-required-role" = json!("Operator"))),
     params(("id" = Uuid, Path, description = "Edge node id"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Merge patch of desired"),
     responses(

@@ -84,6 +84,7 @@ struct StreamParams {
 /// event (`limit` applies only when given). CSV fields a spreadsheet would run as a formula
 /// get a leading `'`; NDJSON carries values exactly.
 #[utoipa::path(get, path = "/api/events", tag = "events",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(ListParams, EventParams),
     responses(
         (status = 200, description = "A page of events, or the export", content(
@@ -130,6 +131,7 @@ async fn list_events(
 
 /// Show one event
 #[utoipa::path(get, path = "/api/events/{id}", tag = "events",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "The event", body = Event),
@@ -155,6 +157,7 @@ async fn get_event(
 /// after that event without a gap; `since` catches up from a time first. The stream ends with an
 /// `event: close` when the credential expires or is revoked, or the server restarts.
 #[utoipa::path(get, path = "/api/events/stream", tag = "events",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(StreamParams,
         ("Last-Event-ID" = Option<Uuid>, Header, description = "Resume after this event")),
     responses(

@@ -94,6 +94,7 @@ async fn one_with_children(
 /// `organizationId` is given it must be the caller's active organization. Start editing with
 /// `POST /api/flowdefinitions/{id}/drafts`.
 #[utoipa::path(post, path = "/api/flowdefinitions", tag = "flows",
+    extensions(("x-required-role" = json!("Editor"))),
     request_body = NewFlowDefinition,
     responses(
         (status = 201, description = "Created", body = FlowDefinition),
@@ -134,6 +135,7 @@ async fn create_definition(
 /// `filters[0].propertyName=name&filters[0].propertyValue=Temperature&filters[0].filterType=equal`.
 /// Properties: id, name, description, latestVersion, createdAt, updatedAt. By name by default.
 #[utoipa::path(get, path = "/api/flowdefinitions", tag = "flows",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(ListParams),
     responses(
         (status = 200, description = "One page of flow definitions", body = Page<FlowDefinition>),
@@ -157,6 +159,7 @@ async fn list_definitions(
 /// With its drafts (`flowDrafts`, oldest first) and versions (`flows`, newest first), as
 /// summaries; fetch one for its content.
 #[utoipa::path(get, path = "/api/flowdefinitions/{id}", tag = "flows",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "The flow definition's id")),
     responses(
         (status = 200, description = "The flow definition", body = FlowDefinition),
@@ -180,6 +183,7 @@ async fn get_definition(
 ///
 /// JSON Merge Patch of `name` and `description` (`null` clears it).
 #[utoipa::path(patch, path = "/api/flowdefinitions/{id}", tag = "flows",
+    extensions(("x-required-role" = json!("Editor"))),
     params(("id" = Uuid, Path, description = "The flow definition's id")),
     request_body(content = FlowDefinitionPatch, content_type = "application/merge-patch+json"),
     responses(
@@ -251,6 +255,7 @@ async fn patch_definition(
 /// meant to run one of its versions or drafts (the answer names up to ten of them): remove it from
 /// those nodes first.
 #[utoipa::path(delete, path = "/api/flowdefinitions/{id}", tag = "flows",
+    extensions(("x-required-role" = json!("Editor"))),
     params(("id" = Uuid, Path, description = "The flow definition's id")),
     responses(
         (status = 204, description = "Deleted, with its drafts and versions"),

@@ -59,6 +59,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 /// content (to change a published flow: copy, edit, publish). The content is validated as on
 /// every write (see `PUT`).
 #[utoipa::path(post, path = "/api/flowdefinitions/{id}/drafts", tag = "flows",
+    extensions(("x-required-role" = json!("Editor"))),
     params(("id" = Uuid, Path, description = "The flow definition's id")),
     request_body = NewFlowDraft,
     responses(
@@ -126,6 +127,7 @@ async fn create_draft(
 ///
 /// With its content; the `ETag` is its revision (send it back as `If-Match` when saving).
 #[utoipa::path(get, path = "/api/flowdefinitions/{id}/drafts/{draftId}", tag = "flows",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(
         ("id" = Uuid, Path, description = "The flow definition's id"),
         ("draftId" = Uuid, Path, description = "The draft's id"),
@@ -200,6 +202,7 @@ async fn save(
 /// Concurrency: send the `ETag` you read as `If-Match`; if the draft changed since, the answer is
 /// 412 `PRECONDITION_FAILED` (fetch it again and merge). Without `If-Match` the last write wins.
 #[utoipa::path(put, path = "/api/flowdefinitions/{id}/drafts/{draftId}", tag = "flows",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("id" = Uuid, Path, description = "The flow definition's id"),
         ("draftId" = Uuid, Path, description = "The draft's id"),
@@ -231,6 +234,7 @@ async fn put_draft(
 /// content (a key set to `null` is removed; arrays such as `modules` are replaced whole). The
 /// result is validated as with `PUT`. `If-Match` as with `PUT`; without it the last write wins.
 #[utoipa::path(patch, path = "/api/flowdefinitions/{id}/drafts/{draftId}", tag = "flows",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("id" = Uuid, Path, description = "The flow definition's id"),
         ("draftId" = Uuid, Path, description = "The draft's id"),
@@ -271,6 +275,7 @@ async fn patch_draft(
 ///
 /// The flow definition's versions are not affected. Honours `If-Match` as `PUT` does.
 #[utoipa::path(delete, path = "/api/flowdefinitions/{id}/drafts/{draftId}", tag = "flows",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("id" = Uuid, Path, description = "The flow definition's id"),
         ("draftId" = Uuid, Path, description = "The draft's id"),

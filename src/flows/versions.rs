@@ -59,6 +59,7 @@ fn version_response(status: StatusCode, row: VersionRow) -> Response {
 /// Concurrent publishes of one definition get distinct, consecutive numbers. With `If-Match`
 /// (the draft's ETag), a draft changed meanwhile is refused with 412.
 #[utoipa::path(post, path = "/api/flowdefinitions/{id}/drafts/{draftId}/publish", tag = "flows",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("id" = Uuid, Path, description = "The flow definition's id"),
         ("draftId" = Uuid, Path, description = "The draft's id"),
@@ -140,6 +141,7 @@ async fn publish_draft(
 /// createdAt. Versions are immutable: there is no way to change or delete one (delete the whole
 /// flow definition instead).
 #[utoipa::path(get, path = "/api/flowdefinitions/{id}/flows", tag = "flows",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "The flow definition's id"), ListParams),
     responses(
         (status = 200, description = "One page of versions", body = Page<FlowVersionSummary>),
@@ -166,6 +168,7 @@ async fn list_versions(
 /// (to change a flow, create a draft from the version with `fromFlowId`, edit it and publish).
 /// The `ETag` is the content hash.
 #[utoipa::path(get, path = "/api/flowdefinitions/{id}/flows/{flowId}", tag = "flows",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(
         ("id" = Uuid, Path, description = "The flow definition's id"),
         ("flowId" = Uuid, Path, description = "The version's id"),

@@ -74,6 +74,7 @@ async fn node_name(conn: &mut PgConnection, organization_id: Uuid, node_id: Uuid
 ///
 /// History and pending jobs; filter by `state` (e.g. `filters[0].propertyName=state&filters[0].propertyValue=Queued,Sent,InProgress&filters[0].filterType=in`).
 #[utoipa::path(get, path = "/api/edgenodes/{id}/jobs", tag = "jobs",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "Edge node id"), ListParams),
     responses(
         (status = 200, description = "A page of jobs", body = Page<Job>),
@@ -102,6 +103,7 @@ async fn list_jobs(
 
 /// One job of a node
 #[utoipa::path(get, path = "/api/edgenodes/{id}/jobs/{jobId}", tag = "jobs",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("id" = Uuid, Path, description = "Edge node id"), ("jobId" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job", body = Job),
@@ -122,6 +124,7 @@ async fn get_job(
 ///
 /// Only a job the node has not started (Queued or Sent) can be canceled; the node is told to skip it.
 #[utoipa::path(delete, path = "/api/edgenodes/{id}/jobs/{jobId}", tag = "jobs",
+    extensions(("x-required-role" = json!("Operator"))),
     params(("id" = Uuid, Path, description = "Edge node id"), ("jobId" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "The canceled job", body = Job),
@@ -221,6 +224,7 @@ async fn node_command(
 /// Queues a `start` job for the node (delivered when it is connected, in order). `?wait=SECONDS`
 /// waits for the outcome.
 #[utoipa::path(post, path = "/api/edgenodes/{id}/flows/{flowDefinitionId}/start", tag = "jobs",
+    extensions(("x-required-role" = json!("Operator"))),
     params(("id" = Uuid, Path, description = "Edge node id"), ("flowDefinitionId" = Uuid, Path, description = "Flow definition id"), WaitParams),
     responses(
         (status = 200, description = "The job finished within the wait", body = Job),
@@ -243,6 +247,7 @@ async fn start_flow(
 ///
 /// Queues a `stop` job for the node. `?wait=SECONDS` waits for the outcome.
 #[utoipa::path(post, path = "/api/edgenodes/{id}/flows/{flowDefinitionId}/stop", tag = "jobs",
+    extensions(("x-required-role" = json!("Operator"))),
     params(("id" = Uuid, Path, description = "Edge node id"), ("flowDefinitionId" = Uuid, Path, description = "Flow definition id"), WaitParams),
     responses(
         (status = 200, description = "The job finished within the wait", body = Job),
@@ -266,6 +271,7 @@ async fn stop_flow(
 /// Queues one job per node chosen by `nodeIds` and/or `labels` (all must match), in one
 /// transaction: every node gets its job, or none does.
 #[utoipa::path(post, path = "/api/edgenodes/jobs", tag = "jobs",
+    extensions(("x-required-role" = json!("Operator"))),
     request_body = BulkCommand,
     responses(
         (status = 202, description = "The jobs, queued", body = BulkCommandResult),

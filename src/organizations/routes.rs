@@ -69,6 +69,7 @@ fn last_owner() -> ApiError {
 /// Every organization the signed-in user belongs to, with their role there (an API key sees only
 /// its own organization). List conventions apply; properties: `name`, `role`, `createdAt`, `id`.
 #[utoipa::path(get, path = "/api/organizations", tag = "organizations",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(ListParams),
     responses(
         (status = 200, description = "A page of organizations", body = Page<Organization>),
@@ -94,6 +95,7 @@ async fn list_organizations(
 /// The signed-in user becomes its Owner. This token keeps acting in the current organization;
 /// switch with `PUT /api/users/me/organization`.
 #[utoipa::path(post, path = "/api/organizations", tag = "organizations",
+    extensions(("x-required-role" = json!("Viewer"))),
     request_body = NewOrganization,
     responses(
         (status = 201, description = "Created", body = Organization),
@@ -129,6 +131,7 @@ async fn create_organization(
 ///
 /// Only the organization the caller is acting in can be read; any other id is 404.
 #[utoipa::path(get, path = "/api/organizations/{organizationId}", tag = "organizations",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("organizationId" = Uuid, Path, description = "The active organization's id")),
     responses(
         (status = 200, description = "The organization", body = Organization),
@@ -152,6 +155,7 @@ async fn get_organization(
 ///
 /// JSON Merge Patch of `name` and `description` (`description: null` clears it). Admin or Owner.
 #[utoipa::path(patch, path = "/api/organizations/{organizationId}", tag = "organizations",
+    extensions(("x-required-role" = json!("Admin"))),
     params(("organizationId" = Uuid, Path, description = "The active organization's id")),
     request_body(content = OrganizationPatch, content_type = "application/merge-patch+json"),
     responses(
@@ -211,6 +215,7 @@ async fn patch_organization(
 /// Deletes it with everything it owns (members, keys, identity providers, events). Every session
 /// acting in it, the caller's included, ends at once. Owner only.
 #[utoipa::path(delete, path = "/api/organizations/{organizationId}", tag = "organizations",
+    extensions(("x-required-role" = json!("Owner"))),
     params(("organizationId" = Uuid, Path, description = "The active organization's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -252,6 +257,7 @@ async fn delete_organization(
 /// List conventions apply; properties: `email`, `name`, `role`, `createdAt` (when they joined),
 /// `userId`.
 #[utoipa::path(get, path = "/api/organizations/{organizationId}/members", tag = "organizations",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("organizationId" = Uuid, Path, description = "The active organization's id"), ListParams),
     responses(
         (status = 200, description = "A page of members", body = Page<Member>),
@@ -275,6 +281,7 @@ async fn list_members(
 ///
 /// Adds an existing user, by email, with a role no higher than the caller's own. Admin or Owner.
 #[utoipa::path(post, path = "/api/organizations/{organizationId}/members", tag = "organizations",
+    extensions(("x-required-role" = json!("Admin"))),
     params(("organizationId" = Uuid, Path, description = "The active organization's id")),
     request_body = NewMember,
     responses(
@@ -319,6 +326,7 @@ async fn add_member(
 /// in this organization end at once, so the new role applies from their next sign-in. Admin or
 /// Owner.
 #[utoipa::path(patch, path = "/api/organizations/{organizationId}/members/{userId}", tag = "organizations",
+    extensions(("x-required-role" = json!("Admin"))),
     params(
         ("organizationId" = Uuid, Path, description = "The active organization's id"),
         ("userId" = Uuid, Path, description = "The member's user id"),
@@ -384,6 +392,7 @@ async fn patch_member(
 /// themself. The last Owner cannot leave. The removed member's sessions in this organization end
 /// at once.
 #[utoipa::path(delete, path = "/api/organizations/{organizationId}/members/{userId}", tag = "organizations",
+    extensions(("x-required-role" = json!("Admin"))),
     params(
         ("organizationId" = Uuid, Path, description = "The active organization's id"),
         ("userId" = Uuid, Path, description = "The member's user id"),
@@ -455,6 +464,7 @@ fn idp_subject(name: &str) -> String {
 /// `name`, `issuerUrl`, `clientId`, `enabled`, `hasClientSecret`, `createdAt`, `updatedAt`, `id`.
 /// Admin or Owner.
 #[utoipa::path(get, path = "/api/organizations/{organizationId}/identityproviders", tag = "organizations",
+    extensions(("x-required-role" = json!("Admin"))),
     params(("organizationId" = Uuid, Path, description = "The active organization's id"), ListParams),
     responses(
         (status = 200, description = "A page of identity providers", body = Page<IdentityProvider>),
@@ -480,6 +490,7 @@ async fn list_identity_providers(
 /// `scopes` default to `openid`, `email`, `profile`. A `clientSecret` given here is stored
 /// encrypted and never returned. Admin or Owner.
 #[utoipa::path(post, path = "/api/organizations/{organizationId}/identityproviders", tag = "organizations",
+    extensions(("x-required-role" = json!("Admin"))),
     params(("organizationId" = Uuid, Path, description = "The active organization's id")),
     request_body = NewIdentityProvider,
     responses(
@@ -534,6 +545,7 @@ async fn create_identity_provider(
 ///
 /// Admin or Owner.
 #[utoipa::path(get, path = "/api/organizations/{organizationId}/identityproviders/{identityProviderId}",
+    extensions(("x-required-role" = json!("Admin"))),
     tag = "organizations",
     params(
         ("organizationId" = Uuid, Path, description = "The active organization's id"),
@@ -563,6 +575,7 @@ async fn get_identity_provider(
 /// JSON Merge Patch of `name`, `issuerUrl`, `clientId` (`null` clears it), `scopes` (`null`
 /// restores the defaults) and `enabled`. The secret is set with `PUT .../secrets`. Admin or Owner.
 #[utoipa::path(patch, path = "/api/organizations/{organizationId}/identityproviders/{identityProviderId}",
+    extensions(("x-required-role" = json!("Admin"))),
     tag = "organizations",
     params(
         ("organizationId" = Uuid, Path, description = "The active organization's id"),
@@ -644,6 +657,7 @@ async fn patch_identity_provider(
 ///
 /// Admin or Owner.
 #[utoipa::path(delete, path = "/api/organizations/{organizationId}/identityproviders/{identityProviderId}",
+    extensions(("x-required-role" = json!("Admin"))),
     tag = "organizations",
     params(
         ("organizationId" = Uuid, Path, description = "The active organization's id"),
@@ -678,6 +692,7 @@ async fn delete_identity_provider(
 /// Entra ID). The secret is stored encrypted and never returned; the answer tells
 /// `hasClientSecret`. Admin or Owner.
 #[utoipa::path(put, path = "/api/organizations/{organizationId}/identityproviders/{identityProviderId}/secrets",
+    extensions(("x-required-role" = json!("Admin"))),
     tag = "organizations",
     params(
         ("organizationId" = Uuid, Path, description = "The active organization's id"),

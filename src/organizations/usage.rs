@@ -62,6 +62,7 @@ async fn count(conn: &mut PgConnection, sql: &'static str, organization_id: Uuid
 /// Resource storage in bytes, edge nodes, flow definitions, resources and live keys, each with
 /// its limit (`null` when there is none). Only the active organization; any other id is 404.
 #[utoipa::path(get, path = "/api/organizations/{organizationId}/usage", tag = "organizations",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("organizationId" = Uuid, Path, description = "The active organization's id")),
     responses(
         (status = 200, description = "Usage against limits", body = Usage),

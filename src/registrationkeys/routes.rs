@@ -49,6 +49,7 @@ fn new_key() -> (String, String) {
 /// Nodes enrol themselves with it (`POST /api/edgenodes/register`) and get its type and labels.
 /// The answer is the only time the key is shown: the server keeps only its hash.
 #[utoipa::path(post, path = "/api/registrationkeys", tag = "registrationkeys",
+    extensions(("x-required-role" = json!("Admin"))),
     request_body = NewRegistrationKey,
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = CreatedRegistrationKey),
@@ -107,6 +108,7 @@ async fn create_key(
 /// keys. Properties: id, name, prefix, nodeType, maxUses, uses, expiresAt, active, createdAt,
 /// createdBy, revoked, revokedAt. Newest first by default.
 #[utoipa::path(get, path = "/api/registrationkeys", tag = "registrationkeys",
+    extensions(("x-required-role" = json!("Admin"))),
     params(ListParams),
     responses(
         (status = 200, description = "One page of keys", body = Page<RegistrationKey>),
@@ -129,6 +131,7 @@ async fn list_keys(
 ///
 /// Never the key itself.
 #[utoipa::path(get, path = "/api/registrationkeys/{id}", tag = "registrationkeys",
+    extensions(("x-required-role" = json!("Admin"))),
     params(("id" = Uuid, Path, description = "The registration key's id")),
     responses(
         (status = 200, description = "The key", body = RegistrationKey),
@@ -153,6 +156,7 @@ async fn get_key(
 /// No node can enrol with it any more; nodes it enrolled keep working. Revoking a revoked key
 /// changes nothing and answers 204 again.
 #[utoipa::path(delete, path = "/api/registrationkeys/{id}", tag = "registrationkeys",
+    extensions(("x-required-role" = json!("Admin"))),
     params(("id" = Uuid, Path, description = "The registration key's id")),
     responses(
         (status = 204, description = "Revoked"),

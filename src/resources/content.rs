@@ -164,6 +164,7 @@ enum Source {
 /// (413 `UPLOAD_TOO_LARGE` / `QUOTA_EXCEEDED`). Uploading again replaces a draft's content. Big
 /// files may rather use a resumable upload (`.../uploads`).
 #[utoipa::path(post, path = "/api/resources/{resourceId}/versions/{id}/content", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The draft's id"),
@@ -367,6 +368,7 @@ impl FromRequestParts<AppState> for Downloader {
 /// only versions named by a deploy job of its own that is not canceled or expired (403
 /// otherwise).
 #[utoipa::path(get, path = "/api/resources/{resourceId}/versions/{id}/content", tag = "resources",
+    extensions(("x-required-role" = json!("Viewer"))),
     security(("bearer" = []), ("apiKey" = []), ("basic" = [])),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),

@@ -52,6 +52,7 @@ pub fn resource_event(auth: &AuthContext, action: &'static str, resource: &Resou
 /// with `/organization/`; `path` is required for File, PythonScript and CSharpScript. Then create
 /// a draft (`POST /api/resources/{resourceId}/versions`) and upload its content.
 #[utoipa::path(post, path = "/api/resources", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     request_body = NewResource,
     responses(
         (status = 201, description = "Created", body = Resource),
@@ -99,6 +100,7 @@ async fn create_resource(
 /// Properties: id, name, type, category, path, description, createdAt, updatedAt. By name by
 /// default.
 #[utoipa::path(get, path = "/api/resources", tag = "resources",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(ListParams),
     responses(
         (status = 200, description = "One page of resources", body = Page<Resource>),
@@ -119,6 +121,7 @@ async fn list_resources(
 ///
 /// With its versions (drafts included), oldest first.
 #[utoipa::path(get, path = "/api/resources/{resourceId}", tag = "resources",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("resourceId" = Uuid, Path, description = "The resource's id")),
     responses(
         (status = 200, description = "The resource and its versions", body = Resource),
@@ -144,6 +147,7 @@ async fn get_resource(
 /// JSON Merge Patch of `name`, `type`, `category`, `path` and `description` (`null` clears `path`
 /// or `description`; a file-like type keeps needing a path).
 #[utoipa::path(patch, path = "/api/resources/{resourceId}", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(("resourceId" = Uuid, Path, description = "The resource's id")),
     request_body(content = ResourcePatch, content_type = "application/merge-patch+json"),
     responses(
@@ -201,6 +205,7 @@ async fn patch_resource(
 /// With all its versions, drafts and upload sessions, and their stored content. Refused (409
 /// `RESOURCE_IN_USE`, naming them) while any flow version uses any of its versions.
 #[utoipa::path(delete, path = "/api/resources/{resourceId}", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(("resourceId" = Uuid, Path, description = "The resource's id")),
     responses(
         (status = 204, description = "Deleted"),

@@ -79,6 +79,7 @@ fn busy() -> ApiError {
 /// `PUT .../uploads/{uploadId}/parts/{partNumber}`. The draft's `sizeInBytes` is reserved against
 /// the organization's quota while the session is open.
 #[utoipa::path(post, path = "/api/resources/{resourceId}/versions/{id}/uploads", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The draft's id"),
@@ -143,6 +144,7 @@ async fn start_upload(
 ///
 /// With the parts received so far, so an interrupted client knows what to send again.
 #[utoipa::path(get, path = "/api/resources/{resourceId}/versions/{id}/uploads/{uploadId}", tag = "resources",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The draft's id"),
@@ -170,6 +172,7 @@ async fn get_upload(
 /// part's `ETag` (also in the body): quote it back when completing. A `Content-MD5` header, when
 /// sent, is checked. Sending a part again replaces it.
 #[utoipa::path(put, path = "/api/resources/{resourceId}/versions/{id}/uploads/{uploadId}/parts/{partNumber}", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The draft's id"),
@@ -361,6 +364,7 @@ fn match_parts(request: &CompleteUpload, received: &[PartRow]) -> ApiResult<Vec<
 /// the draft's content (replacing any earlier content); `sha256` / `md5` (hex), when given, must
 /// match the whole (400 otherwise, and the session stays open). Parts not listed are dropped.
 #[utoipa::path(post, path = "/api/resources/{resourceId}/versions/{id}/uploads/{uploadId}/complete", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The draft's id"),
@@ -560,6 +564,7 @@ async fn publish(
 ///
 /// Deletes the session and its parts. The draft keeps whatever content it had.
 #[utoipa::path(delete, path = "/api/resources/{resourceId}/versions/{id}/uploads/{uploadId}", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The draft's id"),

@@ -47,6 +47,7 @@ fn size_of(value: i64) -> u64 {
 /// digits). Answers the draft; its `id` is where the content goes
 /// (`POST /api/resources/{resourceId}/versions/{id}/content`).
 #[utoipa::path(post, path = "/api/resources/{resourceId}/versions", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(("resourceId" = Uuid, Path, description = "The resource's id")),
     request_body = NewVersion,
     responses(
@@ -95,6 +96,7 @@ async fn create_version(
 /// Properties: id, version, state, description, sizeInBytes, sha256, createdAt, updatedAt,
 /// completedAt. By version number by default.
 #[utoipa::path(get, path = "/api/resources/{resourceId}/versions", tag = "resources",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(("resourceId" = Uuid, Path, description = "The resource's id"), ListParams),
     responses(
         (status = 200, description = "One page of versions", body = Page<ResourceVersion>),
@@ -122,6 +124,7 @@ async fn list_versions(
 /// Its state and its content's metadata. The body, with only `state` changed, is a valid `PUT`.
 /// `ETag` changes with every change of the version; `PUT` honours `If-Match`.
 #[utoipa::path(get, path = "/api/resources/{resourceId}/versions/{id}", tag = "resources",
+    extensions(("x-required-role" = json!("Viewer"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The version's id"),
@@ -169,6 +172,7 @@ fn check_if_match(headers: &HeaderMap, row: &VersionRow) -> ApiResult<()> {
 /// answers them) are accepted and ignored. Completed versions never change (409). With
 /// `If-Match` (the `ETag` of `GET`), a draft changed meanwhile answers 412.
 #[utoipa::path(put, path = "/api/resources/{resourceId}/versions/{id}", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The version's id"),
@@ -250,6 +254,7 @@ async fn put_version(
 /// A draft or a Completed version, with its content and upload sessions. Refused (409
 /// `VERSION_IN_USE`, naming them) while any flow version uses it.
 #[utoipa::path(delete, path = "/api/resources/{resourceId}/versions/{id}", tag = "resources",
+    extensions(("x-required-role" = json!("Editor"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The version's id"),

@@ -58,6 +58,7 @@ async fn load_me(state: &AppState, auth: &AuthContext) -> ApiResult<Me> {
 /// With `organization` (the active one: use its `id` where a path needs an organization id) and
 /// `organizations` (every one the user belongs to, with the role there).
 #[utoipa::path(get, path = "/api/users/me", tag = "users",
+    extensions(("x-required-role" = json!("Viewer"))),
     responses(
         (status = 200, description = "The user", body = Me),
         (status = 401, description = "Not signed in", body = ErrorBody),
@@ -71,6 +72,7 @@ async fn get_me(State(state): State<AppState>, auth: AuthContext) -> ApiResult<J
 ///
 /// JSON Merge Patch of `name` and `email`.
 #[utoipa::path(patch, path = "/api/users/me", tag = "users",
+    extensions(("x-required-role" = json!("Viewer"))),
     request_body(content = MePatch, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The updated user", body = Me),
@@ -106,6 +108,7 @@ async fn patch_me(State(state): State<AppState>, auth: AuthContext, Json(patch):
 ///
 /// Every other session of the user is signed out; this one stays.
 #[utoipa::path(post, path = "/api/users/me/password", tag = "users",
+    extensions(("x-required-role" = json!("Viewer"))),
     request_body = PasswordChange,
     responses(
         (status = 204, description = "Changed"),
@@ -147,6 +150,7 @@ async fn change_password(
 /// Ends this session and answers new tokens acting in the chosen organization, with the role the
 /// user has there.
 #[utoipa::path(put, path = "/api/users/me/organization", tag = "users",
+    extensions(("x-required-role" = json!("Viewer"))),
     request_body = OrganizationSwitch,
     responses(
         (status = 200, description = "Tokens for the chosen organization", body = TokenResponse),
