@@ -13,25 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use support::{Server, connect_fleet, database_url, fresh_database, insert_nodes};
-use uuid::Uuid;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(run());
-}
-
-async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> Value {
-    let response = client
-        .post(format!("{}{path}", server.base))
-        .bearer_auth(&server.token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or_default();
-    assert!(status.is_success(), "POST {path}: {status} {value}");
-    value
 }
 
 /// Polls the deployment until it reaches a final state; answers it and the time taken.
@@ -68,37 +53,36 @@ async fn run() {
     println!("EdgeFlow deployment benchmark: {} of {nodes} simulated nodes connected", fleet.connected);
 
     // A flow with three versions.
-    let definition = post(&client, &server, "/api/flowdefinitions", json!({"name": "Bench flow"})).await;
+    let definition = server.post(&client, "/api/flowdefinitions", json!({"name": "Bench flow"})).await;
     let definition_id = definition["id"].as_str().expect("id").to_owned();
     let mut versions = Vec::new();
     for v in 0..3 {
         let content = json!({"modules": [{"id": "m", "type": "noop", "config": {"v": v}}], "connections": [], "resources": [], "settings": {}});
-        let draft = post(
-            &client,
-            &server,
-            &format!("/api/flowdefinitions/{definition_id}/drafts"),
-            json!({"content": content}),
-        )
-        .await;
-        let version = post(
-            &client,
-            &server,
-            &format!("/api/flowdefinitions/{definition_id}/drafts/{}/publish", draft["id"].as_str().expect("draft id")),
-            json!({"description": "bench"}),
-        )
-        .await;
+        let draft = server
+            .post(&client, &format!("/api/flowdefinitions/{definition_id}/drafts"), json!({"content": content}))
+            .await;
+        let version = server
+            .post(
+                &client,
+                &format!(
+                    "/api/flowdefinitions/{definition_id}/drafts/{}/publish",
+                    draft["id"].as_str().expect("draft id")
+                ),
+                json!({"description": "bench"}),
+            )
+            .await;
         versions.push(version["id"].as_str().expect("version id").to_owned());
     }
 
     // Baseline: one bulk job to every node, until all are Succeeded.
     let started = Instant::now();
-    post(
-        &client,
-        &server,
-        "/api/edgenodes/jobs",
-        json!({"command": "start", "flowDefinitionId": Uuid::now_v7(), "labels": {"bench": "1"}}),
-    )
-    .await;
+    server
+        .post(
+            &client,
+            "/api/edgenodes/jobs",
+            json!({"command": "start", "flowDefinitionId": definition_id, "labels": {"bench": "1"}}),
+        )
+        .await;
     let mut acknowledged = 0;
     while acknowledged < fleet.connected {
         match tokio::time::timeout(Duration::from_secs(60), fleet.received.recv()).await {
@@ -129,7 +113,7 @@ async fn run() {
             target.extend(extra.clone());
         }
         let started = Instant::now();
-        let created = post(&client, &server, "/api/deployments", body).await;
+        let created = server.post(&client, "/api/deployments", body).await;
         let answered = started.elapsed();
         let (done, took) = until_finished(&client, &server, created["id"].as_str().expect("id"), started).await;
         while fleet.received.try_recv().is_ok() {}

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use support::{Server, connect_fleet, database_url, fresh_database, insert_nodes, percentile_ms, rss_kib};
-use uuid::Uuid;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -67,7 +66,7 @@ async fn run() {
     );
 
     // One API call: start a flow on every node.
-    let flow = Uuid::now_v7();
+    let flow = server.post(&client, "/api/flowdefinitions", json!({"name": "Bench flow"})).await["id"].clone();
     let sent = Instant::now();
     let response = client
         .post(format!("{}/api/edgenodes/jobs", server.base))

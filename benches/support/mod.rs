@@ -71,6 +71,21 @@ impl Server {
         self.child.id()
     }
 
+    /// POSTs `body` as the bench user and answers the JSON reply; anything but a 2xx ends the run.
+    pub async fn post(&self, client: &reqwest::Client, path: &str, body: Value) -> Value {
+        let response = client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or_default();
+        assert!(status.is_success(), "POST {path}: {status} {value}");
+        value
+    }
+
     /// Starts the server binary on `database_url` (`EDGEFLOW_BENCH_SERVER_LOG` shows its logs)
     /// and signs in.
     pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Self {

@@ -22,6 +22,7 @@ use crate::{
     },
     error::{ApiError, ApiResult, ErrorBody},
     events::store::NewEvent,
+    flows::store as flow_store,
     http::{
         extract::{Json, Path, Query},
         list::{Direction, ListParams, ListQuery, ListSpec, Page, Property, PropertyType, QueryParams},
@@ -68,6 +69,13 @@ async fn node_name(conn: &mut PgConnection, organization_id: Uuid, node_id: Uuid
         .fetch_optional(conn)
         .await?
         .ok_or(ApiError::NotFound("edge node"))
+}
+
+/// The flow definition's name, if it is in the organization: a command for a flow that does not
+/// exist could only fail on the node, so it is refused here (404) instead of being queued.
+async fn flow_name(conn: &mut PgConnection, organization_id: Uuid, flow_definition_id: Uuid) -> ApiResult<String> {
+    let definition = flow_store::find_definition(conn, organization_id, flow_definition_id).await?;
+    Ok(definition.ok_or(ApiError::NotFound("flow definition"))?.name)
 }
 
 /// A node's jobs, newest first
@@ -190,6 +198,7 @@ async fn node_command(
     };
     let mut tx = state.db.begin().await?;
     let name = node_name(&mut tx, auth.organization_id, node_id).await?;
+    flow_name(&mut tx, auth.organization_id, flow_definition_id).await?;
     let job = NewJob {
         organization_id: auth.organization_id,
         node_id,
@@ -232,7 +241,7 @@ async fn node_command(
         (status = 400, description = "Bad wait", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Needs the Operator role", body = ErrorBody),
-        (status = 404, description = "No such edge node", body = ErrorBody),
+        (status = 404, description = "No such edge node or flow definition", body = ErrorBody),
     ))]
 async fn start_flow(
     State(state): State<AppState>,
@@ -255,7 +264,7 @@ async fn start_flow(
         (status = 400, description = "Bad wait", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Needs the Operator role", body = ErrorBody),
-        (status = 404, description = "No such edge node", body = ErrorBody),
+        (status = 404, description = "No such edge node or flow definition", body = ErrorBody),
     ))]
 async fn stop_flow(
     State(state): State<AppState>,
@@ -278,6 +287,7 @@ async fn stop_flow(
         (status = 400, description = "Bad command or no selector", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Needs the Operator role", body = ErrorBody),
+        (status = 404, description = "No such flow definition", body = ErrorBody),
     ))]
 async fn bulk_command(
     State(state): State<AppState>,
@@ -294,6 +304,7 @@ async fn bulk_command(
     }
     let labels = serde_json::to_value(body.labels.unwrap_or_default()).map_err(anyhow::Error::new)?;
     let mut tx = state.db.begin().await?;
+    let flow = flow_name(&mut tx, auth.organization_id, body.flow_definition_id).await?;
     let nodes: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM edge_nodes WHERE organization_id = $1 AND labels @> $2 \
          AND ($3::uuid[] IS NULL OR id = ANY($3)) ORDER BY id LIMIT $4",
@@ -324,7 +335,7 @@ async fn bulk_command(
     let mut event = NewEvent::audit(
         &auth,
         "job.bulk_create",
-        format!("Flow: {}", body.flow_definition_id),
+        format!("Flow: {flow}"),
         format!("queued {} on {} nodes", command.as_str(), rows.len()),
     );
     event.flow_definition_id = Some(body.flow_definition_id);

@@ -143,7 +143,7 @@ async fn start_and_stop_jobs_run_once_and_their_outcome_reaches_the_api() {
     assert!(connected(&app, &owner, &agent).await);
 
     // Nothing is deployed: the agent fails the start and says why.
-    let flow = Uuid::now_v7();
+    let flow = create_flow_definition(&app, &owner, "Temperature").await;
     let response =
         app.post(&format!("/api/edgenodes/{}/flows/{flow}/start?wait=10", node.id), &owner).send().await.unwrap();
     let (status, job) = body(response).await;
@@ -176,7 +176,7 @@ async fn jobs_queued_while_offline_run_in_order_once_and_a_lost_update_does_not_
     let owner = app.owner().await;
     let node = create_node(&app, &owner, "Line1").await;
     let dir = temp_dir();
-    let definition = Uuid::now_v7();
+    let definition = create_flow_definition(&app, &owner, "Temperature").await;
     let flow = DeployFlow {
         flow_definition_id: definition,
         flow_id: Uuid::now_v7(),
@@ -373,7 +373,7 @@ async fn the_agent_reconnects_after_a_server_crash_and_gets_its_jobs() {
     app.crash_and_restart().await;
     let owner = app.owner().await;
     assert!(eventually(WITHIN, || async { agent.status().connections >= 2 && agent.is_connected() }).await);
-    let flow = Uuid::now_v7();
+    let flow = create_flow_definition(&app, &owner, "Temperature").await;
     let (status, job) =
         body(app.post(&format!("/api/edgenodes/{}/flows/{flow}/stop?wait=10", node.id), &owner).send().await.unwrap())
             .await;

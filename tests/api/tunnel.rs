@@ -103,7 +103,7 @@ async fn jobs_queued_while_offline_arrive_in_order_and_states_follow_updates() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
     let node = create_node(&app, &owner, "Line1").await;
-    let flow = Uuid::now_v7();
+    let flow = create_flow_definition(&app, &owner, "Temperature").await;
     let mut queued = Vec::new();
     for _ in 0..5 {
         queued.push(start(&app, &owner, &node, flow).await);
@@ -157,7 +157,7 @@ async fn unfinished_jobs_are_redelivered_after_a_reconnect() {
     let owner = app.owner().await;
     let node = create_node(&app, &owner, "Line1").await;
     let (mut wire, _) = Wire::connect(&app, &node).await;
-    let job = start(&app, &owner, &node, Uuid::now_v7()).await;
+    let job = start(&app, &owner, &node, create_flow_definition(&app, &owner, "Temperature").await).await;
     let delivered = wire.recv_type("job").await;
     assert_eq!(delivered["id"], job["id"]);
     wire.job_update(job["id"].as_str().unwrap(), "inProgress").await;
@@ -191,7 +191,7 @@ async fn a_job_created_on_one_replica_reaches_a_node_on_another() {
     let node = create_node(&app, &owner, "Line1").await;
     let (mut wire, _) = Wire::connect(&replica, &node).await;
     assert!(is_online(&app, &owner, &node).await, "replica A sees the node held by B as online");
-    let job = start(&app, &owner, &node, Uuid::now_v7()).await;
+    let job = start(&app, &owner, &node, create_flow_definition(&app, &owner, "Temperature").await).await;
     let delivered = wire.recv_type("job").await;
     assert_eq!(delivered["id"], job["id"]);
 }
@@ -388,7 +388,7 @@ async fn a_crashed_server_loses_no_job() {
     let owner = app.owner().await;
     let node = create_node(&app, &owner, "Line1").await;
     let (mut wire, _) = Wire::connect(&app, &node).await;
-    let flow = Uuid::now_v7();
+    let flow = create_flow_definition(&app, &owner, "Temperature").await;
     let first = start(&app, &owner, &node, flow).await;
     wire.recv_type("job").await;
     let second = start(&app, &owner, &node, flow).await;
@@ -416,7 +416,7 @@ async fn canceling_a_pending_job() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
     let node = create_node(&app, &owner, "Line1").await;
-    let job = start(&app, &owner, &node, Uuid::now_v7()).await;
+    let job = start(&app, &owner, &node, create_flow_definition(&app, &owner, "Temperature").await).await;
     let path = format!("/api/edgenodes/{}/jobs/{}", node.id, job["id"].as_str().unwrap());
     let (status, canceled) = body(app.delete(&path, &owner).send().await.unwrap()).await;
     assert_eq!((status, canceled["state"].as_str()), (StatusCode::OK, Some("Canceled")));
@@ -433,7 +433,7 @@ async fn wait_answers_the_outcome() {
     let owner = app.owner().await;
     let node = create_node(&app, &owner, "Line1").await;
     let (mut wire, _) = Wire::connect(&app, &node).await;
-    let flow = Uuid::now_v7();
+    let flow = create_flow_definition(&app, &owner, "Temperature").await;
     let node_side = async {
         let job = wire.recv_type("job").await;
         wire.job_update(job["id"].as_str().unwrap(), "succeeded").await;
@@ -462,7 +462,7 @@ async fn bulk_commands_reach_every_selected_node() {
         let node = create_node_with(&app, &owner, json!({"name": format!("n{i}"), "organizationId": owner.organization_id, "type": "Production", "labels": labels})).await;
         wires.push(Wire::connect(&app, &node).await.0);
     }
-    let flow = Uuid::now_v7();
+    let flow = create_flow_definition(&app, &owner, "Temperature").await;
     let (status, result) = body(
         app.post("/api/edgenodes/jobs", &owner)
             .json(&json!({"command": "start", "flowDefinitionId": flow, "labels": {"line": "3"}}))
@@ -485,6 +485,27 @@ async fn bulk_commands_reach_every_selected_node() {
     )
     .await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    // A flow definition that does not exist is refused before any job is queued, in bulk and
+    // on one node.
+    let unknown = Uuid::now_v7();
+    let (status, value) = body(
+        app.post("/api/edgenodes/jobs", &owner)
+            .json(&json!({"command": "start", "flowDefinitionId": unknown, "labels": {"line": "3"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let node_id = create_node(&app, &owner, "n3").await.id;
+    let (status, value) =
+        body(app.post(&format!("/api/edgenodes/{node_id}/flows/{unknown}/start"), &owner).send().await.unwrap()).await;
+    assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (_, jobs) = body(app.get(&format!("/api/edgenodes/{node_id}/jobs"), &owner).send().await.unwrap()).await;
+    assert_eq!(jobs["items"], json!([]), "{jobs}");
+    for wire in &mut wires[..2] {
+        assert!(wire.recv_within(Duration::from_millis(300)).await.is_none_or(|m| m["type"] != "job"));
+    }
 }
 
 #[tokio::test]
@@ -492,9 +513,9 @@ async fn another_organization_cannot_reach_nodes_jobs_calls_or_shadows() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
     let node = create_node(&app, &owner, "Line1").await;
-    let job = start(&app, &owner, &node, Uuid::now_v7()).await;
+    let flow = create_flow_definition(&app, &owner, "Temperature").await;
+    let job = start(&app, &owner, &node, flow).await;
     let stranger = app.register("stranger@example.com", "Stranger").await;
-    let flow = Uuid::now_v7();
     let id = node.id;
     let job_id = job["id"].as_str().unwrap();
     for (method, path) in [
@@ -514,16 +535,17 @@ async fn another_organization_cannot_reach_nodes_jobs_calls_or_shadows() {
         let (status, value) = body(request.send().await.unwrap()).await;
         assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
     }
-    // Their bulk command never selects our node.
-    let (_, result) = body(
+    // Their bulk command cannot name our flow, and never selects our node.
+    let bulk = |flow: Uuid| {
         app.post("/api/edgenodes/jobs", &stranger)
             .json(&json!({"command": "stop", "flowDefinitionId": flow, "nodeIds": [id]}))
             .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(result["count"], 0);
+    };
+    let (status, value) = body(bulk(flow).await.unwrap()).await;
+    assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let theirs = create_flow_definition(&app, &stranger, "Temperature").await;
+    let (status, result) = body(bulk(theirs).await.unwrap()).await;
+    assert_eq!((status, &result["count"]), (StatusCode::ACCEPTED, &json!(0)), "{result}");
     // A Viewer of ours may read but not command.
     let viewer = app.member(&owner, "viewer@example.com", "Viewer").await;
     assert_eq!(app.get(&format!("/api/edgenodes/{id}/jobs"), &viewer).send().await.unwrap().status(), StatusCode::OK);

@@ -45,6 +45,14 @@ pub async fn create_node_with(app: &TestApp, session: &Session, body_json: Value
     }
 }
 
+/// Creates a flow definition (no versions yet) to name in start and stop commands.
+pub async fn create_flow_definition(app: &TestApp, session: &Session, name: &str) -> Uuid {
+    let response = app.post("/api/flowdefinitions", session).json(&json!({"name": name})).send().await.unwrap();
+    let (status, value) = body(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    value["id"].as_str().unwrap().parse().unwrap()
+}
+
 pub fn tunnel_url(app: &TestApp) -> String {
     format!("{}/api/tunnel", app.base_url.replacen("http", "ws", 1))
 }
