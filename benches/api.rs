@@ -7,6 +7,8 @@
 //! Run: `cargo bench --bench api` (needs PostgreSQL at EDGEFLOW_BENCH_DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/edgeflow_bench, which it drops and recreates, and `pgbench`).
 
+mod support;
+
 use std::{
     process::Command,
     sync::Arc,
@@ -15,10 +17,8 @@ use std::{
 
 use edgeflow::config::Config;
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
+use support::{EMAIL, PASSWORD, database_url, fresh_database, summary};
 
-const EMAIL: &str = "bench@example.com";
-const PASSWORD: &str = "bench-password-123";
 const CLIENTS: usize = 16;
 const SECONDS: u64 = 8;
 
@@ -98,13 +98,6 @@ fn pgbench_tps(database_url: &str, clients: usize, seconds: u64, script: Option<
         .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next()?.parse().ok())
 }
 
-async fn fresh_database(url: &str) {
-    let (base, name) = url.rsplit_once('/').expect("database url with a name");
-    let mut conn = PgConnection::connect(&format!("{base}/postgres")).await.expect("PostgreSQL reachable");
-    conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await.expect("drop");
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.expect("create");
-}
-
 async fn tokens_user(client: &reqwest::Client, base: &str, token: &str) -> String {
     let me: Value = client
         .get(format!("{base}/api/users/me"))
@@ -124,8 +117,7 @@ fn main() {
 }
 
 async fn run() {
-    let database_url = std::env::var("EDGEFLOW_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/edgeflow_bench".to_owned());
+    let database_url = database_url("edgeflow_bench");
     fresh_database(&database_url).await;
     let mut config = Config::for_database(&database_url);
     config.listen = "127.0.0.1:0".parse().expect("addr");
@@ -226,5 +218,25 @@ async fn run() {
         logins.load(std::sync::atomic::Ordering::Relaxed) as f64 / SECONDS as f64
     );
     println!("p99 ratio busy / alone       {:>7.2}", busy.p99_ms / quiet.p99_ms.max(0.001));
+
+    let figure = format!("GET /api/users/me, {CLIENTS} clients");
+    let value = format!("{:.0} requests/s (p50 {:.1} ms, p99 {:.1} ms)", api.per_second, api.p50_ms, api.p99_ms);
+    match (pg_same, pg) {
+        (Some(same), Some(select)) => summary(
+            &figure,
+            value,
+            format!(
+                "its own SQL through pgbench {same:.0}/s ({:.2}x); `pgbench -S` {select:.0}/s ({:.2}x)",
+                api.per_second / same,
+                api.per_second / select
+            ),
+        ),
+        _ => summary(&figure, value, "pgbench not available".into()),
+    }
+    summary(
+        "the same GET, p99 with 4 clients, while 16 clients sign in",
+        format!("{:.1} ms", busy.p99_ms),
+        format!("{:.1} ms alone ({:.2}x)", quiet.p99_ms, busy.p99_ms / quiet.p99_ms.max(0.001)),
+    );
     server.shutdown(Duration::from_secs(5)).await.expect("shutdown");
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use support::{Server, connect_fleet, database_url, fresh_database, insert_nodes};
+use support::{Server, connect_fleet, database_url, fresh_database, insert_nodes, summary};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -125,6 +125,20 @@ async fn run() {
             done["counters"]["targeted"],
             took.as_secs_f64() * 1000.0,
             took.as_secs_f64() / baseline.as_secs_f64().max(0.001)
+        );
+        summary(
+            &format!("deploy to {nodes} nodes until all Succeeded, {label}"),
+            format!(
+                "{:.0} ms ({} of {} Succeeded)",
+                took.as_secs_f64() * 1000.0,
+                done["counters"]["succeeded"],
+                done["counters"]["targeted"]
+            ),
+            format!(
+                "a bulk job to the same nodes {:.0} ms ({:.1}x)",
+                baseline.as_secs_f64() * 1000.0,
+                took.as_secs_f64() / baseline.as_secs_f64().max(0.001)
+            ),
         );
     }
     drop(fleet);

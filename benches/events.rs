@@ -7,6 +7,8 @@
 //! postgres://postgres@127.0.0.1:5432/edgeflow_bench_events, which it drops and recreates; the
 //! bulk load takes a minute or two).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use edgeflow::{
@@ -19,22 +21,14 @@ use edgeflow::{
 };
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, Postgres, QueryBuilder};
+use support::{EMAIL, PASSWORD, database_url, fresh_database, summary};
 use uuid::Uuid;
 
-const EMAIL: &str = "bench@example.com";
-const PASSWORD: &str = "bench-password-123";
 const EVENTS: i64 = 1_000_000;
 const OTHER_ORGANIZATIONS: usize = 9;
 const OTHER_EVENTS: i64 = 100_000;
 const RUNS: usize = 40;
 const WARM_UP: usize = 3;
-
-async fn fresh_database(url: &str) {
-    let (base, name) = url.rsplit_once('/').expect("database url with a name");
-    let mut conn = PgConnection::connect(&format!("{base}/postgres")).await.expect("PostgreSQL reachable");
-    conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await.expect("drop");
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.expect("create");
-}
 
 /// `count` events for `organization_id`, spread evenly over the last 90 days, newest now: 2 %
 /// Error, 8 % Warning; 70 % about one of 1,000 nodes (`Node: Production<n>`), 15 % about one of 200
@@ -151,8 +145,7 @@ fn main() {
 }
 
 async fn run() {
-    let database_url = std::env::var("EDGEFLOW_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/edgeflow_bench_events".to_owned());
+    let database_url = database_url("edgeflow_bench_events");
     fresh_database(&database_url).await;
     let mut config = Config::for_database(&database_url);
     config.listen = "127.0.0.1:0".parse().expect("addr");
@@ -246,6 +239,16 @@ async fn run() {
         println!(
             "{name:<40} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {items:>6}",
             api.p50_ms, api.p95_ms, sql.p50_ms, sql.p95_ms
+        );
+        summary(
+            &format!("events ({EVENTS} of {total}): {name}"),
+            format!("p50 {:.2} ms, p95 {:.2} ms", api.p50_ms, api.p95_ms),
+            format!(
+                "the same SQL: p50 {:.2} ms, p95 {:.2} ms ({:.1}x at p50)",
+                sql.p50_ms,
+                sql.p95_ms,
+                api.p50_ms / sql.p50_ms.max(0.001)
+            ),
         );
         plans.push((name, plan(&mut conn, organization_id, query).await));
     }

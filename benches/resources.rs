@@ -11,30 +11,22 @@
 //! postgres://postgres@127.0.0.1:5432/edgeflow_bench_resources, which it drops and recreates).
 //! Files go under `target/bench-resources/` (one disk for the server's blobs and the baseline).
 
+mod support;
+
 use std::{
     io::Write,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, Executor, PgConnection};
+use support::{Server, database_url, fresh_database, rss_kib, summary};
 
-const EMAIL: &str = "bench@example.com";
-const PASSWORD: &str = "bench-password-123";
 const MIB: u64 = 1024 * 1024;
 const BIG: u64 = 200 * MIB;
 const SMALL: u64 = 20 * MIB;
-
-async fn fresh_database(url: &str) {
-    let (base, name) = url.rsplit_once('/').expect("database url with a name");
-    let mut conn = PgConnection::connect(&format!("{base}/postgres")).await.expect("PostgreSQL reachable");
-    conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await.expect("drop");
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.expect("create");
-}
 
 /// Writes `size` pseudo-random (incompressible) bytes; answers their sha256.
 fn generate(path: &Path, size: u64, seed: u64) -> String {
@@ -56,50 +48,13 @@ fn generate(path: &Path, size: u64, seed: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The process's `VmHWM` (peak resident set) and `VmRSS`, in MiB.
+/// The server's `VmHWM` (peak resident set) and `VmRSS`, in MiB.
 fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    (rss_kib(pid, "VmHWM:") as f64 / 1024.0, rss_kib(pid, "VmRSS:") as f64 / 1024.0)
 }
 
 fn mib_per_second(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / MIB as f64 / elapsed.as_secs_f64()
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(database_url: &str, data_dir: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-    let child = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-        .env("DATABASE_URL", database_url)
-        .env("EDGEFLOW_LISTEN", format!("127.0.0.1:{port}"))
-        .env("EDGEFLOW_DATA_DIR", data_dir)
-        .env("EDGEFLOW_ADMIN_EMAIL", EMAIL)
-        .env("EDGEFLOW_ADMIN_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the release server");
-    Server { child, base: format!("http://127.0.0.1:{port}") }
 }
 
 async fn call(request: reqwest::RequestBuilder, expected: u16) -> Value {
@@ -178,8 +133,7 @@ fn main() {
 }
 
 async fn run() {
-    let database_url = std::env::var("EDGEFLOW_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/edgeflow_bench_resources".to_owned());
+    let database_url = database_url("edgeflow_bench_resources");
     fresh_database(&database_url).await;
     let work: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-resources");
     let _ = std::fs::remove_dir_all(&work);
@@ -204,26 +158,11 @@ async fn run() {
     let copy_sync_time = started.elapsed();
     std::fs::remove_file(&copy).expect("remove copy");
 
-    let server = start_server(&database_url, &data_dir);
-    let pid = server.child.id();
+    let data_dir_setting = data_dir.display().to_string();
+    let server = Server::start(&database_url, &[("EDGEFLOW_DATA_DIR", data_dir_setting.as_str())]).await;
+    let pid = server.pid();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().expect("client");
-    let base = server.base.clone();
-    let mut up = false;
-    for _ in 0..300 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "the server did not start");
-    let login = call(
-        client.post(format!("{base}/api/authentication/login")).json(&json!({"email": EMAIL, "password": PASSWORD})),
-        200,
-    )
-    .await;
-    let token = login["token"].as_str().expect("token").to_owned();
-    let organization = login["organizationId"].as_str().expect("organization").to_owned();
+    let (base, token, organization) = (server.base.clone(), server.token.clone(), server.organization);
     let resource = call(client.post(format!("{base}/api/resources")).bearer_auth(&token).json(&json!({
             "organizationId": organization, "name": "bench", "type": "File", "category": "/organization/", "path": "bench.bin"
         })),
@@ -267,5 +206,24 @@ async fn run() {
         SMALL / MIB,
         hwm_big - hwm_small,
         BIG / MIB
+    );
+
+    let (copy, copy_sync) = (mib_per_second(BIG, copy_time), mib_per_second(BIG, copy_sync_time));
+    let upload = mib_per_second(BIG, upload_time);
+    let download = mib_per_second(BIG, download_time);
+    summary(
+        &format!("{} MiB resource upload (multipart, sha256+md5, fsync)", BIG / MIB),
+        format!("{upload:.0} MiB/s"),
+        format!("`fs::copy` + fsync {copy_sync:.0} MiB/s ({:.2}x)", upload / copy_sync),
+    );
+    summary(
+        &format!("{} MiB resource download", BIG / MIB),
+        format!("{download:.0} MiB/s"),
+        format!("`fs::copy` {copy:.0} MiB/s ({:.2}x)", download / copy),
+    );
+    summary(
+        "server peak RSS through a 20 MiB then a 200 MiB upload and download",
+        format!("{hwm_small:.1} MiB, then {hwm_end:.1} MiB"),
+        format!("{hwm_start:.1} MiB before any upload"),
     );
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use support::{Server, connect_fleet, database_url, fresh_database, insert_nodes, percentile_ms, rss_kib};
+use support::{Server, connect_fleet, database_url, fresh_database, insert_nodes, percentile_ms, rss_kib, summary};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -124,6 +124,29 @@ async fn run() {
         "baseline: SELECT 1 round trip        p50 {:>7.3} ms   p99 {:>7.3} ms",
         percentile_ms(&baseline, 0.5),
         percentile_ms(&baseline, 0.99)
+    );
+
+    let per_node_kib = loaded_rss.saturating_sub(idle_rss) as f64 / ready.max(1) as f64;
+    summary(
+        "nodes held by one server",
+        format!(
+            "{ready} of {nodes}, RSS {:.1} MiB ({per_node_kib:.1} KiB per node; peak {:.1} MiB)",
+            loaded_rss as f64 / 1024.0,
+            peak_rss as f64 / 1024.0
+        ),
+        format!("{:.1} MiB idle", idle_rss as f64 / 1024.0),
+    );
+    summary(
+        &format!("one API call (bulk start) to {ready} nodes"),
+        format!(
+            "{} nodes have their job: p50 {:.0} ms, p99 {:.0} ms (call answered in {:.0} ms); all Succeeded after {:.0} ms",
+            latencies.len(),
+            percentile_ms(&latencies, 0.5),
+            percentile_ms(&latencies, 0.99),
+            api_time.as_secs_f64() * 1000.0,
+            all_succeeded.as_secs_f64() * 1000.0
+        ),
+        format!("`SELECT 1` round trip p50 {:.3} ms", percentile_ms(&baseline, 0.5)),
     );
     drop(fleet);
     drop(server);

@@ -33,6 +33,22 @@ pub async fn fresh_database(url: &str) {
     conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.expect("create");
 }
 
+/// One row of the benchmark report (scripts/bench-report): with `EDGEFLOW_BENCH_SUMMARY` set to a
+/// file, appends `| figure | value | baseline |` to it, so one run of every benchmark ends in one
+/// table of every figure next to its baseline.
+pub fn summary(figure: &str, value: String, baseline: String) {
+    let Some(path) = std::env::var_os("EDGEFLOW_BENCH_SUMMARY") else { return };
+    let row = format!("| {figure} | {value} | {baseline} |\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, row.as_bytes()));
+    if let Err(err) = written {
+        eprintln!("cannot append to the benchmark summary {}: {err}", path.to_string_lossy());
+    }
+}
+
 pub fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
