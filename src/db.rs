@@ -55,6 +55,21 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
         .context("connecting to PostgreSQL")
 }
 
+/// Whether the error means the database cannot be reached right now (down, restarting, out of
+/// connections), as opposed to a problem with the statement: worth retrying later, and answered
+/// 503 to clients.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        // Class 08: connection exceptions; 57P01-57P03: the server is shutting down, crashed or
+        // starting up; 53300: too many connections.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")),
+        _ => false,
+    }
+}
+
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying database migrations")
 }

@@ -5,8 +5,10 @@
 //! after it opened is missed. It starts live, or catches up from the table first: after
 //! `Last-Event-ID` (the browser sends it when it reconnects) or from `since`. When the feed lags
 //! or its listener reconnects, it catches up from the table again, a few seconds back from the
-//! newest event it delivered, and skips the ids it has already sent. It ends when the replica
-//! stops or the caller's credential expires or is revoked, with a last `close` event saying why.
+//! newest event it delivered, and skips the ids it has already sent; so does a stream that could
+//! not read the table because the database was away (it stays open meanwhile). It ends when the
+//! replica stops or the caller's credential expires or is revoked, with a last `close` event
+//! saying why.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -54,6 +56,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 const KEY_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// What the browser should wait before reconnecting.
 const RETRY: Duration = Duration::from_secs(3);
+/// How long a stream waits before reading again while the database is unavailable.
+const DATABASE_RETRY: Duration = Duration::from_secs(1);
 
 /// Who is listening, and until when.
 struct Credential {
@@ -219,9 +223,21 @@ impl Follower {
                 Some(from) => self.read_table(from).await,
                 None => self.follow_live().await,
             };
-            if let Err(err) = result {
-                tracing::warn!(error = %err, "an event stream failed; the client will reconnect");
-                self.closing = Some("the server could not read events; reconnect with Last-Event-ID");
+            match result {
+                Ok(()) => {}
+                // The database is away for a moment: stay open and catch up from the table once
+                // it is back, rather than end every stream.
+                Err(err) if crate::db::is_unavailable(&err) => {
+                    tracing::debug!(error = %err, "an event stream waits for the database");
+                    if self.catch_up.is_none() {
+                        self.catch_up = Some(self.lookback());
+                    }
+                    self.wait_for_database().await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "an event stream failed; the client will reconnect");
+                    self.closing = Some("the server could not read events; reconnect with Last-Event-ID");
+                }
             }
         }
     }
@@ -265,12 +281,33 @@ impl Follower {
         Ok(())
     }
 
+    /// Where a catch-up after missed notices starts: a little before the newest event sent.
+    fn lookback(&self) -> Position {
+        Position { at: self.high_water.at - LOOKBACK, id: Uuid::nil() }.max(self.floor)
+    }
+
+    /// Waits a moment before the table is read again. Notices that come meanwhile are covered by
+    /// that read; only the replica closing (or a credential check falling due) ends the wait.
+    async fn wait_for_database(&mut self) {
+        let until = Instant::now() + DATABASE_RETRY;
+        loop {
+            let notice = tokio::select! {
+                notice = self.notices.recv() => notice,
+                () = tokio::time::sleep_until(until.min(self.credential.next_check)) => return,
+            };
+            if let Ok(Notice::Closing) | Err(RecvError::Closed) = notice {
+                self.closing = Some("the server is restarting; reconnect with Last-Event-ID");
+                return;
+            }
+        }
+    }
+
     fn take(&mut self, notice: Result<Notice, Lost>, ids: &mut Vec<Uuid>) {
         match notice {
             Ok(Notice::Inserted { organization_id, id }) if organization_id == self.organization_id => ids.push(id),
             Ok(Notice::Inserted { .. }) => {}
             Ok(Notice::Resync) | Err(Lost::Lagged) => {
-                let from = Position { at: self.high_water.at - LOOKBACK, id: Uuid::nil() }.max(self.floor);
+                let from = self.lookback();
                 self.catch_up = Some(self.catch_up.map_or(from, |current| current.min(from)));
             }
             Ok(Notice::Closing) | Err(Lost::Closed) => {

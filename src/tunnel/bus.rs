@@ -3,7 +3,7 @@
 //! created" and its announcement can never disagree.
 //!
 //! Payloads only point at rows (node ids, call ids); the database stays the truth. When the
-//! listener reconnects (notifications may have been lost) the hub resynchronises from the tables.
+//! listener reconnects (notifications may have been lost) the hub catches up from the tables.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -60,7 +60,7 @@ pub async fn disconnect(conn: &mut PgConnection, node_id: Uuid, code: u16, reaso
 
 /// Starts listening to the bus for the hub: LISTEN is in place when this returns, so nothing
 /// published after start-up is missed; then messages are handled until the replica stops. After
-/// a reconnect (notifications may have been missed) the hub resynchronises from the tables.
+/// a reconnect (notifications may have been missed) the hub catches up from the tables.
 pub async fn start_listener(hub: std::sync::Arc<super::hub::Hub>) -> Result<(), sqlx::Error> {
     let pool = hub.db().clone();
     let mut listener = crate::db::listener(&pool, CHANNEL).await?;
@@ -79,7 +79,7 @@ pub async fn start_listener(hub: std::sync::Arc<super::hub::Hub>) -> Result<(), 
                             Err(err) => tracing::warn!(error = %err, "unreadable bus message ignored"),
                         },
                         // The connection dropped and came back: catch up.
-                        None => hub.resync(),
+                        None => hub.catch_up().await,
                     }
                 }
             };
@@ -101,7 +101,7 @@ pub async fn start_listener(hub: std::sync::Arc<super::hub::Hub>) -> Result<(), 
                 }
             }
             if let Some(hub) = weak.upgrade() {
-                hub.resync();
+                hub.catch_up().await;
             }
         }
     });

@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use super::{
     bus::{self, BusMessage},
-    protocol::{CallRequest, CallResponse, JobCanceled, JobUpdate, ServerMessage, Shadow, close_code},
+    protocol::{CallRequest, CallResponse, JobCanceled, ServerMessage, Shadow, close_code},
+    writer::Report,
 };
 use crate::{config::Config, error::ApiError, jobs::store as job_store};
 
@@ -96,8 +97,8 @@ pub struct Hub {
     deliveries: mpsc::UnboundedSender<Delivery>,
     /// When each held node was last heard from; flushed to `edge_nodes.last_seen_at` in batches.
     last_seen: Mutex<HashMap<Uuid, DateTime<Utc>>>,
-    /// Job updates from the nodes, written in batches by one writer.
-    job_updates: mpsc::UnboundedSender<(Uuid, JobUpdate)>,
+    /// What the nodes report, stored in the background by one writer.
+    reports: mpsc::UnboundedSender<Report>,
     /// Signalled when nodes finish jobs, so the deployment driver acts at once.
     jobs_settled: Arc<tokio::sync::Notify>,
     /// Flips to true when the replica stops: background loops end.
@@ -112,7 +113,9 @@ impl Hub {
     /// Creates the hub and starts its delivery worker.
     pub fn start(db: PgPool, settings: HubSettings) -> Arc<Self> {
         let (deliveries, queue) = mpsc::unbounded_channel();
-        let (job_updates, updates) = mpsc::unbounded_channel();
+        let jobs_settled = Arc::new(tokio::sync::Notify::new());
+        let stopped = tokio::sync::watch::channel(false).0;
+        let reports = super::writer::spawn(db.clone(), jobs_settled.clone(), stopped.subscribe());
         let hub = Arc::new(Self {
             replica_id: Uuid::now_v7(),
             settings,
@@ -121,12 +124,11 @@ impl Hub {
             calls: Mutex::new(HashMap::new()),
             deliveries,
             last_seen: Mutex::new(HashMap::new()),
-            job_updates,
-            jobs_settled: Arc::new(tokio::sync::Notify::new()),
-            stopped: tokio::sync::watch::channel(false).0,
+            reports,
+            jobs_settled,
+            stopped,
         });
         tokio::spawn(delivery_worker(Arc::downgrade(&hub), queue));
-        tokio::spawn(job_update_writer(hub.db.clone(), updates, hub.jobs_settled.clone()));
         hub
     }
 
@@ -140,9 +142,16 @@ impl Hub {
         self.stopped.subscribe()
     }
 
-    /// Queues a node's job update for the batch writer.
-    pub fn job_update(&self, node_id: Uuid, update: JobUpdate) {
-        let _ = self.job_updates.send((node_id, update));
+    /// Hands what a node reported to the background writer (never waits for the database).
+    pub fn report(&self, report: Report) {
+        let _ = self.reports.send(report);
+    }
+
+    /// Waits (at most `within`) until everything reported so far is stored.
+    pub async fn flush_reports(&self, within: Duration) {
+        let (done, stored) = oneshot::channel();
+        self.report(Report::Flush(done));
+        let _ = tokio::time::timeout(within, stored).await;
     }
 
     pub fn db(&self) -> &PgPool {
@@ -232,11 +241,44 @@ impl Hub {
         let _ = self.deliveries.send(Delivery::Resume { node_id, session_id });
     }
 
-    /// Every held node, for a resync after the bus may have missed notifications.
+    /// Pokes the delivery worker for every held node (the periodic safety net for a missed
+    /// notification).
     pub fn resync(&self) {
         let nodes: Vec<Uuid> = self.sessions.read().map(|s| s.keys().copied().collect()).unwrap_or_default();
         if !nodes.is_empty() {
             self.deliver_jobs(nodes);
+        }
+    }
+
+    /// After the bus was away (its listener lost its connection, so any message may have been
+    /// missed), redoes from the tables what the messages would have done for the held nodes:
+    /// queued jobs and the desired shadow are sent, and the sockets of nodes deleted, re-keyed
+    /// or connected elsewhere meanwhile are closed (4001, 4002, 4000).
+    pub async fn catch_up(&self) {
+        let held: Vec<(Uuid, Uuid)> = self
+            .sessions
+            .read()
+            .map(|s| s.iter().map(|(node, entry)| (*node, entry.session_id)).collect())
+            .unwrap_or_default();
+        if held.is_empty() {
+            return;
+        }
+        self.deliver_jobs(held.iter().map(|(node, _)| *node).collect());
+        for (node, _) in &held {
+            let _ = self.deliveries.send(Delivery::Shadow(*node));
+        }
+        match super::presence::stale_sessions(&self.db, &held).await {
+            Ok(stale) => {
+                for (node_id, session_id, code) in stale {
+                    if let Some((current, tx)) = self.sender(node_id)
+                        && current == session_id
+                    {
+                        let reason = close_code::reason(code).to_owned();
+                        let _ = tx.try_send(Outbound::Close { code, reason });
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "checking held nodes after a bus outage failed"),
         }
     }
 
@@ -444,49 +486,6 @@ async fn take_stored_reply(db: &PgPool, call_id: Uuid) -> Option<Value> {
         .await
         .ok()
         .flatten()
-}
-
-/// Writes nodes' job updates in batches: a burst from ten thousand nodes becomes a few
-/// statements instead of tens of thousands.
-async fn job_update_writer(
-    db: PgPool,
-    mut updates: mpsc::UnboundedReceiver<(Uuid, JobUpdate)>,
-    settled: Arc<tokio::sync::Notify>,
-) {
-    while let Some(first) = updates.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 2000 {
-            match updates.try_recv() {
-                Ok(update) => batch.push(update),
-                Err(_) => break,
-            }
-        }
-        let finished = batch.iter().any(|(_, u)| {
-            matches!(
-                u.state,
-                crate::tunnel::protocol::JobUpdateState::Succeeded | crate::tunnel::protocol::JobUpdateState::Failed
-            )
-        });
-        for attempt in 1..=3 {
-            match job_store::apply_updates(&db, batch.clone()).await {
-                Ok(()) => {
-                    if finished {
-                        settled.notify_one();
-                    }
-                    break;
-                }
-                Err(err) if attempt < 3 => {
-                    tracing::warn!(error = %err, attempt, "storing job updates failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-                }
-                Err(err) => tracing::error!(
-                    error = %err,
-                    count = batch.len(),
-                    "dropping job updates; the jobs are resent when their nodes reconnect, or time out"
-                ),
-            }
-        }
-    }
 }
 
 /// The one writer of jobs and shadows to sockets on this replica: pokes are handled in arrival

@@ -7,3 +7,4 @@ pub mod presence;
 pub mod protocol;
 pub mod routes;
 pub mod session;
+pub mod writer;

@@ -133,6 +133,32 @@ pub async fn disconnected(
     tx.commit().await
 }
 
+/// Of these held sessions (node, session), those a bus message would have closed had it not
+/// been missed: the node was deleted (4001), another session of it took over (4000), or its key
+/// was rotated while connected (4002). Answers (node, session, close code).
+pub async fn stale_sessions(pool: &PgPool, held: &[(Uuid, Uuid)]) -> Result<Vec<(Uuid, Uuid, u16)>, sqlx::Error> {
+    let (nodes, sessions): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
+    let rows: Vec<(Uuid, Uuid, i32)> = sqlx::query_as(
+        "SELECT h.node_id, h.session_id, CASE WHEN n.id IS NULL THEN $3 \
+                WHEN n.tunnel_session_id IS DISTINCT FROM h.session_id THEN $4 ELSE $5 END \
+         FROM unnest($1::uuid[], $2::uuid[]) AS h(node_id, session_id) LEFT JOIN edge_nodes n ON n.id = h.node_id \
+         WHERE n.id IS NULL \
+            OR (n.tunnel_session_id IS NOT NULL AND n.tunnel_session_id <> h.session_id) \
+            OR (n.tunnel_session_id = h.session_id AND n.key_rotated_at > n.connected_at)",
+    )
+    .bind(nodes)
+    .bind(sessions)
+    .bind(i32::from(close_code::NODE_DELETED))
+    .bind(i32::from(close_code::REPLACED))
+    .bind(i32::from(close_code::KEY_ROTATED))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(node, session, code)| (node, session, u16::try_from(code).unwrap_or(close_code::REPLACED)))
+        .collect())
+}
+
 /// Marks offline the nodes of replicas that stopped renewing their heartbeat (crashed), with an
 /// event each, and forgets those replicas. Any replica may run it; each dead replica is taken once.
 pub async fn sweep_dead_replicas(pool: &PgPool, grace: Duration) -> Result<u64, sqlx::Error> {
@@ -166,6 +192,11 @@ pub async fn retire_replica(hub: &Hub) -> Result<(), sqlx::Error> {
 /// The replica's periodic work: renew its heartbeat (a third of the offline threshold, so two
 /// can fail before its nodes read as offline), flush last-seen times, expire and time out jobs,
 /// sweep dead replicas, and resynchronise deliveries in case a notification was missed.
+///
+/// Dead replicas are swept only once this replica's own heartbeat has worked for the whole
+/// offline threshold: after a database outage every replica's heartbeat has lapsed, and the live
+/// ones need that long to renew theirs before they could be told apart from dead ones (sweeping
+/// earlier would show their connected nodes offline).
 pub fn spawn_maintenance(hub: std::sync::Arc<Hub>) {
     let mut stopped = hub.stopped();
     let period = hub.settings.offline_after / 3;
@@ -173,6 +204,7 @@ pub fn spawn_maintenance(hub: std::sync::Arc<Hub>) {
     drop(hub);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
+        let mut healthy_since: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -182,8 +214,14 @@ pub fn spawn_maintenance(hub: std::sync::Arc<Hub>) {
             if *stopped.borrow() {
                 return;
             }
-            if let Err(err) = heartbeat(&hub).await {
-                tracing::warn!(error = %err, "replica heartbeat failed; nodes here may read as offline");
+            match heartbeat(&hub).await {
+                Ok(()) => {
+                    healthy_since.get_or_insert_with(std::time::Instant::now);
+                }
+                Err(err) => {
+                    healthy_since = None;
+                    tracing::warn!(error = %err, "replica heartbeat failed; nodes here may read as offline");
+                }
             }
             if let Err(err) = hub.flush_last_seen().await {
                 tracing::warn!(error = %err, "flushing last-seen times failed");
@@ -192,7 +230,9 @@ pub fn spawn_maintenance(hub: std::sync::Arc<Hub>) {
             if let Err(err) = job_store::sweep(hub.db(), hub.settings.job_timeout_seconds).await {
                 tracing::warn!(error = %err, "expiring jobs failed");
             }
-            if let Err(err) = sweep_dead_replicas(hub.db(), hub.settings.offline_after).await {
+            if healthy_since.is_some_and(|since| since.elapsed() >= hub.settings.offline_after)
+                && let Err(err) = sweep_dead_replicas(hub.db(), hub.settings.offline_after).await
+            {
                 tracing::warn!(error = %err, "sweeping dead replicas failed");
             }
             hub.resync();

@@ -14,6 +14,7 @@ use super::{
     hub::{Hub, Outbound},
     presence,
     protocol::{Hello, NodeMessage, PROTOCOL_VERSION, ServerMessage, Welcome, close_code},
+    writer::Report,
 };
 use crate::events::{
     model::{Level, Source},
@@ -47,6 +48,28 @@ struct Ending {
 impl Ending {
     fn quiet(reason: &str) -> Self {
         Self { reason: reason.to_owned(), close: None, level: Level::Info }
+    }
+
+    /// Reading from the socket failed. A frame or message over the limit (1009), text that is
+    /// not UTF-8 (1007) and broken framing (1002) are told to the node before the socket is
+    /// dropped; a lost connection has no one left to tell.
+    fn read_failed(err: &axum::Error) -> Self {
+        use tokio_tungstenite::tungstenite::{Error, error::ProtocolError};
+        let code = match std::error::Error::source(err).and_then(|e| e.downcast_ref::<Error>()) {
+            Some(Error::Capacity(_)) => Some(close_code::MESSAGE_TOO_BIG),
+            Some(Error::Utf8(_)) => Some(close_code::INVALID_DATA),
+            Some(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => None,
+            Some(Error::Protocol(_)) => Some(close_code::PROTOCOL_ERROR),
+            _ => None,
+        };
+        match code {
+            Some(code) => Self {
+                close: Some((code, err.to_string())),
+                reason: format!("protocol violation: {err}"),
+                level: Level::Warning,
+            },
+            None => Self { reason: format!("connection lost: {err}"), close: None, level: Level::Warning },
+        }
     }
 
     fn violation(reason: impl Into<String>) -> Self {
@@ -93,15 +116,36 @@ async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
     }
 }
 
+/// How long a closing session waits for the node to answer its close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Sends the close frame, then reads (and drops) what the node still sends until it answers, or
+/// for a second at most. Dropped with unread data, the socket would be reset by the kernel, and
+/// a reset can destroy the close frame before the node reads it. After a frame too large to read
+/// (1009) the rest of it cannot be read either: then it only waits.
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.chars().take(120).collect::<String>()) };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        if code == close_code::MESSAGE_TOO_BIG {
+            std::future::pending::<()>().await;
+        }
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn receive_hello(socket: &mut WebSocket) -> Result<Hello, Ending> {
     let first = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
         Err(_) => return Err(Ending::violation("no hello within 10 s")),
-        Ok(None | Some(Err(_))) => return Err(Ending::quiet("closed before hello")),
+        Ok(None) => return Err(Ending::quiet("closed before hello")),
+        Ok(Some(Err(err))) => return Err(Ending::read_failed(&err)),
         Ok(Some(Ok(Message::Text(text)))) => text,
         Ok(Some(Ok(_))) => return Err(Ending::violation("the first message must be a hello text frame")),
     };
@@ -149,17 +193,46 @@ pub async fn run(hub: Arc<Hub>, mut socket: WebSocket, node: NodeIdentity, clien
     } else {
         Ending::quiet("connection lost before welcome")
     };
+    let aborted = ending.reason == ABORTED;
+    if !aborted {
+        // What the node sent before the session ended is stored before it is told why, unless
+        // the database is unavailable (then the writer stores it later).
+        hub.flush_reports(FLUSH_WITHIN).await;
+    }
     if let Some((code, reason)) = &ending.close {
         close(&mut socket, *code, reason).await;
     }
-    let aborted = ending.reason == ABORTED;
+    drop(socket);
     hub.detach(node.id, session_id);
     if aborted {
         return;
     }
     tracing::info!(node = %node.id, session = %session_id, reason = %ending.reason, "node disconnected");
-    if let Err(err) = Box::pin(presence::disconnected(&hub, &node, session_id, &ending.reason, ending.level)).await {
-        tracing::warn!(node = %node.id, error = %err, "could not record the disconnection");
+    Box::pin(record_disconnection(&hub, &node, session_id, &ending)).await;
+}
+
+/// How long an ending session waits for its node's reports to be stored.
+const FLUSH_WITHIN: Duration = Duration::from_secs(2);
+
+/// Records that the session ended. While the database is unavailable it keeps trying (until the
+/// replica stops): unrecorded, the node would read online for as long as this replica lives.
+async fn record_disconnection(hub: &Hub, node: &NodeIdentity, session_id: Uuid, ending: &Ending) {
+    let stopped = hub.stopped();
+    let mut retry = Duration::from_millis(500);
+    loop {
+        let recorded = presence::disconnected(hub, node, session_id, &ending.reason, ending.level).await;
+        match recorded {
+            Ok(()) => return,
+            Err(err) if crate::db::is_unavailable(&err) && !*stopped.borrow() => {
+                tracing::warn!(node = %node.id, error = %err, "could not record the disconnection yet; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(10));
+            }
+            Err(err) => {
+                tracing::warn!(node = %node.id, error = %err, "could not record the disconnection");
+                return;
+            }
+        }
     }
 }
 
@@ -183,7 +256,7 @@ async fn serve(
             incoming = socket.recv() => {
                 let message = match incoming {
                     None => return Ending { reason: "connection closed without a close frame".into(), close: None, level: Level::Warning },
-                    Some(Err(err)) => return Ending { reason: format!("connection lost: {err}"), close: None, level: Level::Warning },
+                    Some(Err(err)) => return Ending::read_failed(&err),
                     Some(Ok(message)) => message,
                 };
                 last_heard = Instant::now();
@@ -231,8 +304,8 @@ async fn serve(
 }
 
 /// Acts on one message from the node. A malformed message or one that makes no sense now is a
-/// protocol violation; a valid one the database fails to store is logged and dropped (the node
-/// resends state and job updates when it reconnects).
+/// protocol violation; what a valid one reports is handed to the hub's writer, which stores it
+/// without holding up this socket (and keeps it while the database is unavailable).
 async fn handle(
     hub: &Hub,
     node: &NodeIdentity,
@@ -241,44 +314,24 @@ async fn handle(
 ) -> Result<(), Ending> {
     let message: NodeMessage =
         serde_json::from_str(text).map_err(|err| Ending::violation(format!("malformed message: {err}")))?;
-    let stored = match message {
+    let report = match message {
         NodeMessage::Hello(_) => return Err(Ending::violation("hello was already received")),
-        NodeMessage::JobUpdate(update) => {
-            hub.job_update(node.id, update);
-            Ok(())
-        }
+        NodeMessage::JobUpdate(update) => Report::Job { node_id: node.id, update },
         NodeMessage::Response(response) => {
             hub.finish_call(response).await;
-            Ok(())
+            return Ok(());
         }
-        NodeMessage::State(report) => {
-            let flows = serde_json::to_value(&report.flows).unwrap_or(Value::Array(Vec::new()));
-            sqlx::query("UPDATE edge_nodes SET reported_flows = $2, reported_at = now() WHERE id = $1")
-                .bind(node.id)
-                .bind(flows)
-                .execute(hub.db())
-                .await
-                .map(drop)
-        }
-        NodeMessage::ShadowReported(report) => {
-            sqlx::query("UPDATE edge_nodes SET shadow_reported = $2, shadow_reported_at = now() WHERE id = $1")
-                .bind(node.id)
-                .bind(report.reported)
-                .execute(hub.db())
-                .await
-                .map(drop)
-        }
+        NodeMessage::State(report) => Report::State {
+            node_id: node.id,
+            flows: serde_json::to_value(&report.flows).unwrap_or(Value::Array(Vec::new())),
+        },
+        NodeMessage::ShadowReported(report) => Report::Shadow { node_id: node.id, reported: report.reported },
         NodeMessage::Metrics(report) => {
             if metrics_stored.is_some_and(|at| at.elapsed() < METRICS_EVERY) {
                 return Ok(());
             }
             *metrics_stored = Some(Instant::now());
-            sqlx::query("UPDATE edge_nodes SET metrics = $2, metrics_at = now() WHERE id = $1")
-                .bind(node.id)
-                .bind(Value::Object(report.values))
-                .execute(hub.db())
-                .await
-                .map(drop)
+            Report::Metrics { node_id: node.id, values: Value::Object(report.values) }
         }
         NodeMessage::Event(event) => {
             let Some(level) = Level::ALL.iter().copied().find(|l| l.as_str().eq_ignore_ascii_case(&event.level)) else {
@@ -309,14 +362,9 @@ async fn handle(
             record.node_id = Some(node.id);
             record.flow_definition_id = event.flow_definition_id;
             record.data = data;
-            match hub.db().acquire().await {
-                Ok(mut conn) => record.record(&mut conn).await.map(drop),
-                Err(err) => Err(err),
-            }
+            Report::Event(record)
         }
     };
-    if let Err(err) = stored {
-        tracing::warn!(node = %node.id, error = %err, "could not store a node's message");
-    }
+    hub.report(report);
     Ok(())
 }
