@@ -10,15 +10,6 @@ use crate::helpers::*;
 
 const API_KEY: &str = "X-API-Key";
 
-/// Creates a key as `session`, asserting 201; answers the creation body.
-async fn create_key(app: &TestApp, session: &Session, name: &str, role: &str) -> Value {
-    let response =
-        app.post("/api/apikeys", session).json(&json!({"name": name, "role": role})).send().await.expect("create key");
-    let (status, value) = body(response).await;
-    assert_eq!(status, StatusCode::CREATED, "{value}");
-    value
-}
-
 fn key_of(created: &Value) -> String {
     created["key"].as_str().unwrap_or_else(|| panic!("no key in {created}")).to_owned()
 }
@@ -146,7 +137,7 @@ async fn create_list_get_and_revoke() {
 async fn a_key_authenticates_as_its_organization_and_role() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
-    let created = create_key(&app, &owner, "automation", "Admin").await;
+    let created = app.api_key(&owner, "automation", "Admin").await;
     let key = key_of(&created);
 
     let (status, info) = introspect_with_key(&app, &key).await;
@@ -198,7 +189,7 @@ async fn a_key_authenticates_as_its_organization_and_role() {
 async fn a_viewer_key_cannot_manage_keys() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
-    let key = key_of(&create_key(&app, &owner, "read only", "Viewer").await);
+    let key = key_of(&app.api_key(&owner, "read only", "Viewer").await);
 
     let response = keyed(&app, reqwest::Method::POST, "/api/apikeys", &key)
         .json(&json!({"name": "more", "role": "Viewer"}))
@@ -235,7 +226,7 @@ async fn a_key_role_may_not_exceed_the_creators() {
     assert_error(status, &value, StatusCode::FORBIDDEN, "FORBIDDEN");
 
     // Up to their own role is fine.
-    let created = create_key(&app, &admin, "as strong", "Admin").await;
+    let created = app.api_key(&admin, "as strong", "Admin").await;
     assert_eq!(created["role"], "Admin");
     assert_eq!(created["createdBy"], admin.user_id.to_string());
 
@@ -290,7 +281,7 @@ async fn bad_requests_are_400() {
         assert_eq!(value["details"][0]["field"], field, "{payload}: {value}");
     }
     // Exactly 100 characters is allowed.
-    create_key(&app, &owner, &"x".repeat(100), "Viewer").await;
+    app.api_key(&owner, &"x".repeat(100), "Viewer").await;
 
     let (status, value) = body(
         app.get("/api/apikeys?filters[0].propertyName=keyHash&filters[0].propertyValue=x", &owner)
@@ -337,7 +328,7 @@ async fn missing_bogus_revoked_and_expired_keys_are_401() {
     assert_error(status, &value, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 
     // Revoked: works, then stops on the very next request.
-    let revoked = create_key(&app, &owner, "to revoke", "Admin").await;
+    let revoked = app.api_key(&owner, "to revoke", "Admin").await;
     let revoked_key = key_of(&revoked);
     let (status, _) = introspect_with_key(&app, &revoked_key).await;
     assert_eq!(status, StatusCode::OK);
@@ -350,7 +341,7 @@ async fn missing_bogus_revoked_and_expired_keys_are_401() {
     assert_error(status, &value, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 
     // Expired: works until its expiry passes.
-    let expiring = create_key(&app, &owner, "to expire", "Admin").await;
+    let expiring = app.api_key(&owner, "to expire", "Admin").await;
     let expiring_key = key_of(&expiring);
     let (status, _) = introspect_with_key(&app, &expiring_key).await;
     assert_eq!(status, StatusCode::OK);
@@ -390,9 +381,9 @@ async fn another_organizations_keys_are_not_found() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
     let other = app.register("other@example.com", "Other Org").await;
-    let theirs = create_key(&app, &other, "their key", "Admin").await;
+    let theirs = app.api_key(&other, "their key", "Admin").await;
     let their_id = id_of(&theirs);
-    create_key(&app, &owner, "our key", "Admin").await;
+    app.api_key(&owner, "our key", "Admin").await;
 
     let (status, value) = body(app.get(&format!("/api/apikeys/{their_id}"), &owner).send().await.expect("get")).await;
     assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
@@ -425,14 +416,14 @@ async fn another_organizations_keys_are_not_found() {
     assert_eq!(via_key["code"], "NOT_FOUND", "{via_key}");
 
     // The same name may be used in two organizations.
-    create_key(&app, &other, "our key", "Viewer").await;
+    app.api_key(&other, "our key", "Viewer").await;
 }
 
 #[tokio::test]
 async fn duplicate_names_conflict() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
-    create_key(&app, &owner, "deployer", "Operator").await;
+    app.api_key(&owner, "deployer", "Operator").await;
     let response = app
         .post("/api/apikeys", &owner)
         .json(&json!({"name": " deployer ", "role": "Viewer"}))
@@ -455,7 +446,7 @@ async fn duplicate_names_conflict() {
 async fn the_key_is_shown_once_and_stored_only_as_a_hash() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
-    let created = create_key(&app, &owner, "secret", "Viewer").await;
+    let created = app.api_key(&owner, "secret", "Viewer").await;
     let key = key_of(&created);
     let id = id_of(&created);
     let secret_part = &key["edgeflow_".len()..];
@@ -492,9 +483,9 @@ async fn lists_filter_order_page_and_count() {
     for (name, role) in
         [("CI builds", "Viewer"), ("ci deploys", "Operator"), ("Grafana", "Viewer"), ("backup", "Admin")]
     {
-        create_key(&app, &owner, name, role).await;
+        app.api_key(&owner, name, role).await;
     }
-    let revoked = create_key(&app, &owner, "old CI", "Editor").await;
+    let revoked = app.api_key(&owner, "old CI", "Editor").await;
     let response = app.delete(&format!("/api/apikeys/{}", id_of(&revoked)), &owner).send().await.expect("revoke");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 

@@ -28,7 +28,7 @@ fn with_database(url: &str, name: &str) -> String {
 
 /// Makes an empty database named after the time, and drops test databases older than an hour
 /// (left behind by failed runs).
-async fn fresh_database() -> String {
+pub async fn fresh_database() -> String {
     let admin = admin_database_url();
     let mut conn = PgConnection::connect(&admin).await.expect("PostgreSQL for tests is not reachable");
     let now = chrono::Utc::now().timestamp();
@@ -111,14 +111,26 @@ pub async fn body(response: Response) -> (StatusCode, Value) {
     (status, value)
 }
 
+/// Sends the request; answers the status and the body (JSON, or the text as a string).
+pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    body(request.send().await.expect("request")).await
+}
+
 /// Asserts the one error shape with this status and code.
 #[track_caller]
 pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], expected.as_u16(), "{body}");
-    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
-    assert!(body["requestId"].as_str().is_some(), "{body}");
+    if let Err(problem) = check_error(status, body, expected, code) {
+        panic!("{problem}");
+    }
+}
+
+/// The one error shape with this status and code, or what differs from it.
+pub fn check_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) -> Result<(), String> {
+    let shaped = body["code"] == code
+        && body["status"] == expected.as_u16()
+        && body["error"].as_str().is_some_and(|e| !e.is_empty())
+        && body["requestId"].as_str().is_some();
+    if status == expected && shaped { Ok(()) } else { Err(format!("expected {expected} {code}, got {status} {body}")) }
 }
 
 impl TestApp {
@@ -251,6 +263,19 @@ impl TestApp {
         let (status, value) = body(response).await;
         assert_eq!(status, StatusCode::OK, "switch failed: {value}");
         Session::from_tokens(&value, &session.email, &session.password)
+    }
+
+    /// Creates an API key as `session`, asserting 201; answers the creation body (`id`, `key`, ...).
+    pub async fn api_key(&self, session: &Session, name: &str, role: &str) -> Value {
+        let (status, value) = send(self.post("/api/apikeys", session).json(&json!({"name": name, "role": role}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{value}");
+        value
+    }
+
+    /// A fresh session of the user acting in `organization_id`.
+    pub async fn signed_in(&self, email: &str, password: &str, organization_id: Uuid) -> Session {
+        let session = self.login(email, password).await;
+        if session.organization_id == organization_id { session } else { self.switch(&session, organization_id).await }
     }
 
     /// A direct connection to this test's database, to check what was stored.

@@ -49,16 +49,6 @@ async fn owner_count(app: &TestApp, organization_id: Uuid) -> i64 {
         .expect("owners")
 }
 
-/// A fresh session of the user acting in `organization_id`.
-async fn signed_in(app: &TestApp, email: &str, password: &str, organization_id: Uuid) -> Session {
-    let session = app.login(email, password).await;
-    if session.organization_id == organization_id { session } else { app.switch(&session, organization_id).await }
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    body(request.send().await.expect("request")).await
-}
-
 async fn assert_unauthenticated(app: &TestApp, method: reqwest::Method, path: &str) {
     let (status, value) = send(app.client.request(method, app.url(path)).json(&json!({}))).await;
     assert_error(status, &value, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
@@ -445,7 +435,7 @@ async fn a_role_change_takes_effect_at_once() {
     )
     .await;
     assert_error(status, &value, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    let erin = signed_in(&app, "erin@example.com", PASSWORD, owner.organization_id).await;
+    let erin = app.signed_in("erin@example.com", PASSWORD, owner.organization_id).await;
     assert_eq!(erin.role, "Admin");
     let (status, org) = send(app.patch(&org_path(&owner), &erin).json(&json!({"description": "by erin"}))).await;
     assert_eq!(status, StatusCode::OK, "{org}");
@@ -574,7 +564,7 @@ async fn concurrent_demotions_always_leave_an_owner() {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{value}");
-        let demoted = signed_in(&app, &demoted.email, &demoted.password, org).await;
+        let demoted = app.signed_in(&demoted.email, &demoted.password, org).await;
         assert_eq!(demoted.role, "Owner");
         (a, b) = (still, demoted);
     }
