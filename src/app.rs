@@ -110,7 +110,8 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// The whole application for one replica.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
-    let (api, document) = api_routes().split_for_parts();
+    let (api, mut document) = api_routes().split_for_parts();
+    crate::openapi::complete(&mut document);
     let api = api
         .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::replay_or_record))
         .route_layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))

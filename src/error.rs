@@ -58,6 +58,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Forbidden for a reason of its own, told apart from a missing role by its code.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// The object does not exist, or belongs to another organization (never told apart).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -104,7 +107,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) | Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Refused { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -126,6 +129,7 @@ impl ApiError {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::Conflict { code, .. }
+            | Self::Refused { code, .. }
             | Self::PayloadTooLarge { code, .. }
             | Self::Unprocessable { code, .. }
             | Self::BadGateway { code, .. }
@@ -140,15 +144,19 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            // The pool could not hand out a connection: the database is down or saturated.
-            // Answer fast with 503 so clients back off and retry, instead of a 500.
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::warn!(error = %err, "database unavailable");
-                Self::Unavailable("the database is unavailable; retry shortly".into())
-            }
-            other => Self::Internal(anyhow::Error::new(other)),
+        // The database is down, restarting or saturated: answer fast with 503 so clients back
+        // off and retry, instead of a 500.
+        if crate::db::is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            return Self::Unavailable("the database is unavailable; retry shortly".into());
         }
+        // Text PostgreSQL cannot store: a NUL character (`\u0000` in JSON) in the request.
+        if let sqlx::Error::Database(db) = &err
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return Self::BadRequest("text must not contain NUL characters (\\u0000)".into());
+        }
+        Self::Internal(anyhow::Error::new(err))
     }
 }
 
@@ -178,10 +186,15 @@ pub fn error_response(status: StatusCode, code: &str, message: String, details: 
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
         if let Self::Internal(cause) = &self {
+            // A database outage reached us wrapped in another error: still a 503, not a 500.
+            if cause.chain().any(|e| e.downcast_ref::<sqlx::Error>().is_some_and(crate::db::is_unavailable)) {
+                tracing::warn!(error = ?cause, "database unavailable");
+                return Self::Unavailable("the database is unavailable; retry shortly".into()).into_response();
+            }
             tracing::error!(error = ?cause, "request failed");
         }
+        let status = self.status();
         let retry_after = match &self {
             Self::TooManyRequests { retry_after_seconds } => Some(*retry_after_seconds),
             Self::Unavailable(_) => Some(1),

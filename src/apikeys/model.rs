@@ -6,14 +6,25 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::store::ApiKeyRow;
-use crate::{auth::roles::Role, http::time::Timestamp};
+use crate::{
+    auth::roles::Role,
+    http::{schema::text_schema, time::Timestamp},
+};
+
+pub const NAME_MAX: usize = 100;
+
+text_schema!(
+    /// An API key's name.
+    pub ApiKeyName,
+    NAME_MAX
+);
 
 /// A new API key.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateApiKey {
     /// Unique within the organization, 1 to 100 characters.
-    #[schema(example = "CI deploys")]
+    #[schema(value_type = ApiKeyName, example = "CI deploys")]
     pub name: String,
     /// What the key may do; no higher than the caller's own role.
     pub role: Role,

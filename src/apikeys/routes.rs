@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
-    model::{ApiKey, CreateApiKey, CreatedApiKey},
+    model::{ApiKey, CreateApiKey, CreatedApiKey, NAME_MAX},
     store,
 };
 use crate::{
@@ -23,7 +23,7 @@ use crate::{
     events::store::NewEvent,
     http::{
         extract::{Json, Path},
-        list::{ListParams, ListQuery, Page, QueryParams},
+        list::{ListQuery, Page, QueryParams, list_params},
         validate::Checks,
     },
     state::AppState,
@@ -35,7 +35,6 @@ pub const KEY_PREFIX: &str = "edgeflow_";
 const KEY_BYTES: usize = 32;
 /// Characters of the key kept (in clear) to recognise it in lists.
 const SHOWN_PREFIX_CHARS: usize = 16;
-const MAX_NAME_CHARS: usize = 100;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_key, list_keys)).routes(routes!(get_key, revoke_key))
@@ -67,7 +66,7 @@ async fn create_key(
     Json(body): Json<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let mut checks = Checks::new();
-    checks.text("name", &body.name, MAX_NAME_CHARS);
+    checks.text("name", &body.name, NAME_MAX);
     if let Some(expires_at) = body.expires_at
         && expires_at.0 <= chrono::Utc::now()
     {
@@ -107,6 +106,8 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedApiKey::new(row, key))))
 }
 
+list_params!(ApiKeyListParams = store::LIST_SPEC);
+
 /// List the organization's API keys
 ///
 /// Revoked and expired keys included (filter on `revoked`, `expiresAt`). Never shows the keys.
@@ -114,7 +115,7 @@ async fn create_key(
 /// revokedAt. Newest first by default.
 #[utoipa::path(get, path = "/api/apikeys", tag = "apikeys",
     extensions(("x-required-role" = json!("Admin"))),
-    params(ListParams),
+    params(ApiKeyListParams),
     responses(
         (status = 200, description = "One page of keys", body = Page<ApiKey>),
         (status = 400, description = "Bad paging, order or filter", body = ErrorBody),

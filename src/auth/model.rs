@@ -6,7 +6,8 @@ use utoipa::ToSchema;
 use crate::http::time::Timestamp;
 use uuid::Uuid;
 
-use super::roles::Role;
+use super::{password::Password, roles::Role};
+use crate::{http::schema::Email, organizations::model::OrganizationName, users::model::UserName};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -20,10 +21,14 @@ pub struct LoginRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterRequest {
+    #[schema(value_type = Email)]
     pub email: String,
+    #[schema(value_type = Password)]
     pub password: String,
+    #[schema(value_type = UserName)]
     pub name: String,
     /// Name of the organization created with the user (the user becomes its Owner).
+    #[schema(value_type = OrganizationName)]
     pub organization_name: String,
 }
 

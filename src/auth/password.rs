@@ -64,6 +64,26 @@ impl PasswordHasherPool {
 }
 
 /// The password rules, as one field error when broken.
+/// What `check_password_rules` accepts (documentation only).
+pub struct Password;
+
+impl utoipa::PartialSchema for Password {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(MIN_PASSWORD_LENGTH))
+            .max_length(Some(MAX_PASSWORD_LENGTH))
+            .description(Some(format!("{MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters.")))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Password {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Password")
+    }
+}
+
 pub fn check_password_rules(field: &str, password: &str) -> Result<(), ApiError> {
     let length = password.chars().count();
     if length < MIN_PASSWORD_LENGTH {

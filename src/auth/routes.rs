@@ -61,8 +61,8 @@ async fn register(
     state.rate_limits.check_login(ip, &body.email)?;
     let mut checks = Checks::new();
     checks.email("email", &body.email);
-    checks.text("name", &body.name, 200);
-    checks.text("organizationName", &body.organization_name, 200);
+    checks.text("name", &body.name, crate::users::model::NAME_MAX);
+    checks.text("organizationName", &body.organization_name, crate::organizations::model::NAME_MAX);
     checks.finish()?;
     check_password_rules("password", &body.password)?;
     let hash = state.passwords.hash(body.password).await?;
@@ -272,6 +272,8 @@ async fn refresh(
 /// The session's access and refresh tokens stop working at once, on every replica.
 #[utoipa::path(post, path = "/api/authentication/logout", tag = "authentication",
     extensions(("x-required-role" = json!("Viewer"))),
+    // A signed-in user only: API keys act for an organization, not a person (403).
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out"),
         (status = 401, description = "Not signed in", body = ErrorBody),
@@ -330,6 +332,8 @@ async fn introspect(State(state): State<AppState>, auth: AuthContext) -> ApiResu
 /// Every access and refresh token of the user, on every device, stops working at once.
 #[utoipa::path(delete, path = "/api/authentication/tokens", tag = "authentication",
     extensions(("x-required-role" = json!("Viewer"))),
+    // A signed-in user only: API keys act for an organization, not a person (403).
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "All sessions revoked"),
         (status = 401, description = "Not signed in", body = ErrorBody),

@@ -191,6 +191,7 @@ pub struct Deployment {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CrosserDeploy {
+    #[schema(min_items = 1)]
     pub edge_nodes: Vec<Uuid>,
 }
 
@@ -203,18 +204,23 @@ pub struct NewDeployment {
     pub flow_id: Option<Uuid>,
     pub draft_id: Option<Uuid>,
     /// Target nodes by id.
+    #[schema(min_items = 1)]
     pub node_ids: Option<Vec<Uuid>>,
     /// Target nodes whose labels contain all of these (ANDed with `nodeIds` when both are given).
     pub labels: Option<std::collections::BTreeMap<String, String>>,
     /// `allAtOnce` (default) or `rolling`.
     pub strategy: Option<Strategy>,
-    /// Rolling: targets per batch (default 1).
+    /// Rolling: targets per batch (default 1); only with `strategy: rolling`.
+    #[schema(minimum = 1)]
     pub batch_size: Option<i32>,
     /// Failed or timed-out targets tolerated before the rollout stops (default 0).
+    #[schema(minimum = 0)]
     pub max_failures: Option<i32>,
     /// When the threshold is passed, put every updated target back to what it ran before.
     pub auto_rollback: Option<bool>,
-    /// A target that has not finished after this many seconds counts as failed (TimedOut).
+    /// A target that has not finished after this many seconds counts as failed (TimedOut); 1
+    /// second to 7 days.
+    #[schema(minimum = 1, maximum = 604800)]
     pub target_timeout_seconds: Option<i32>,
     /// Start at this time instead of now.
     pub scheduled_at: Option<Timestamp>,

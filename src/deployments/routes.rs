@@ -26,7 +26,7 @@ use crate::{
     flows::store as flow_store,
     http::{
         extract::{Json, Path},
-        list::{Direction, ListParams, ListQuery, ListSpec, Page, Property, PropertyType, QueryParams},
+        list::{Direction, ListQuery, ListSpec, Page, Property, PropertyType, QueryParams, list_params},
     },
     state::AppState,
     tunnel::protocol::JobCommand,
@@ -162,6 +162,9 @@ async fn create(
     if spec.node_ids.is_none() && spec.labels.is_none() {
         return Err(ApiError::invalid_field("nodeIds", "give nodeIds, labels or both"));
     }
+    if spec.node_ids.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::invalid_field("nodeIds", "must name at least one edge node"));
+    }
     let labels = serde_json::to_value(spec.labels.clone().unwrap_or_default()).map_err(anyhow::Error::new)?;
     let nodes: Vec<TargetNode> = sqlx::query_as(
         "SELECT id, name, node_type FROM edge_nodes WHERE organization_id = $1 AND labels @> $2 \
@@ -175,16 +178,18 @@ async fn create(
     .await?;
     if let Some(ids) = &spec.node_ids {
         let found: std::collections::HashSet<Uuid> = nodes.iter().map(|n| n.id).collect();
-        if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
+        if ids.iter().any(|id| !found.contains(id)) {
+            // Whether a node exists, or has the labels, is the organization's state, not a
+            // property of the request: 404, as for any object that is not there.
             return Err(if spec.labels.is_some() {
-                ApiError::invalid_field("nodeIds", format!("edge node {missing} does not match the labels"))
+                ApiError::NotFound("edge node with these labels")
             } else {
                 ApiError::NotFound("edge node")
             });
         }
     }
     if nodes.is_empty() {
-        return Err(ApiError::invalid_field("labels", "no edge node matches"));
+        return Err(ApiError::NotFound("edge node with these labels"));
     }
     if nodes.len() > MAX_TARGETS {
         return Err(ApiError::invalid_field("nodeIds", format!("at most {MAX_TARGETS} targets per deployment")));
@@ -336,13 +341,15 @@ async fn create_deployment(
     create_and_answer(&state, &auth, body).await
 }
 
+list_params!(DeploymentListParams = DEPLOYMENT_LIST);
+
 /// Deployments, newest first
 ///
 /// Filter with the list conventions (`flowDefinitionId`, `flowId`, `flowName`, `state`, ...) and
 /// `nodeId=<id>` for the deployments that target a node.
 #[utoipa::path(get, path = "/api/deployments", tag = "deployments",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(ListParams, ("nodeId" = Option<Uuid>, Query, description = "Only deployments targeting this node")),
+    params(DeploymentListParams, ("nodeId" = Option<Uuid>, Query, description = "Only deployments targeting this node")),
     responses(
         (status = 200, description = "A page of deployments (without targets)", body = Page<Deployment>),
         (status = 400, description = "Bad list parameters", body = ErrorBody),

@@ -9,13 +9,23 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::store::{EdgeNodeRow, RotatedKeyRow};
+use utoipa::openapi::{
+    RefOr,
+    schema::{ObjectBuilder, Schema, Type},
+};
+
 use crate::{
     error::ApiError,
-    http::{merge_patch::Patch, time::Timestamp, validate::Checks},
+    http::{
+        merge_patch::Patch,
+        schema::{Description, text_schema},
+        time::Timestamp,
+        validate::Checks,
+    },
 };
 
 pub const NAME_MAX: usize = 100;
-pub const DESCRIPTION_MAX: usize = 2000;
+pub use crate::http::validate::DESCRIPTION_MAX;
 pub const LABELS_MAX: usize = 64;
 pub const LABEL_KEY_MAX: usize = 63;
 pub const LABEL_VALUE_MAX: usize = 255;
@@ -33,6 +43,47 @@ crate::db::text_enum!(NodeType { Production, DevAndTest });
 /// letters, digits, `.`, `-`, `_` or `/`; values: 1 to 255 characters without commas, control
 /// characters or surrounding spaces; at most 64 labels.
 pub type Labels = BTreeMap<String, String>;
+
+text_schema!(
+    /// An edge node's name.
+    pub NodeName,
+    NAME_MAX
+);
+
+/// What `check_labels` accepts (documentation only).
+pub struct LabelMap;
+
+impl utoipa::PartialSchema for LabelMap {
+    fn schema() -> RefOr<Schema> {
+        // Values: no commas or control characters, no spaces at either end.
+        let value_pattern = r"^[^,\x00-\x1f\x7f-\x9f\s]([^,\x00-\x1f\x7f-\x9f]*[^,\x00-\x1f\x7f-\x9f\s])?$";
+        let value = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(LABEL_VALUE_MAX))
+            .pattern(Some(value_pattern));
+        let name = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^[A-Za-z0-9._/-]{{1,{LABEL_KEY_MAX}}}$")));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(value))
+            .property_names(Some(name))
+            .max_properties(Some(LABELS_MAX))
+            .description(Some(
+                "Labels: names of 1 to 63 letters, digits, `.`, `-`, `_` or `/`; values of 1 to 255 \
+                 characters without commas, control characters or surrounding spaces; at most 64.",
+            ))
+            .examples([serde_json::json!({"site": "plant-1", "line": "3"})])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for LabelMap {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("LabelMap")
+    }
+}
 
 fn is_label_key_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/')
@@ -67,12 +118,15 @@ pub fn check_labels(checks: &mut Checks, field: &str, labels: &Labels) {
 }
 
 /// Parses the `labels` list filter, `key=value,key2=value2`: the nodes whose labels contain every
-/// pair. Blank means no filter.
-pub fn parse_label_filter(text: &str) -> Result<Option<Labels>, ApiError> {
+/// pair (a key given twice with two values matches no node). Blank means no filter.
+pub fn parse_label_filter(text: &str) -> Result<Vec<(String, String)>, ApiError> {
     if text.trim().is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let mut labels = Labels::new();
+    if text.contains('\0') {
+        return Err(ApiError::invalid_field("labels", "must not contain NUL characters"));
+    }
+    let mut pairs = Vec::new();
     for piece in text.split(',') {
         let Some((key, value)) = piece.split_once('=') else {
             return Err(ApiError::invalid_field("labels", format!("expected key=value pairs, got '{piece}'")));
@@ -81,41 +135,30 @@ pub fn parse_label_filter(text: &str) -> Result<Option<Labels>, ApiError> {
         if key.is_empty() || value.is_empty() {
             return Err(ApiError::invalid_field("labels", format!("expected key=value pairs, got '{piece}'")));
         }
-        if labels.insert(key.to_owned(), value.to_owned()).is_some_and(|earlier| earlier != value) {
-            return Err(ApiError::invalid_field("labels", format!("label '{key}' is given twice")));
-        }
+        pairs.push((key.to_owned(), value.to_owned()));
     }
-    Ok(Some(labels))
+    Ok(pairs)
 }
 
-pub fn check_description(checks: &mut Checks, field: &str, value: &str) {
-    if value.chars().count() > DESCRIPTION_MAX {
-        checks.fail(field, format!("must be at most {DESCRIPTION_MAX} characters"));
-    } else if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        checks.fail(field, "must not contain control characters");
-    }
-}
-
-/// A trimmed description, with an empty one meaning none.
-pub fn clean_description(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|v| !v.is_empty())
-}
+pub use crate::http::validate::{check_description, clean_description};
 
 /// A new edge node (Crosser's call: `name`, `organizationId`, `type`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewEdgeNode {
     /// 1 to 100 characters, unique within the organization.
-    #[schema(example = "CrosserDemo")]
+    #[schema(value_type = NodeName, example = "CrosserDemo")]
     pub name: String,
     /// The caller's active organization (see `GET /api/users/me`).
     pub organization_id: Uuid,
     #[serde(rename = "type")]
     pub node_type: NodeType,
     #[serde(default)]
+    #[schema(value_type = Option<LabelMap>)]
     pub labels: Option<Labels>,
     /// At most 2000 characters.
     #[serde(default)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
 }
 
@@ -138,17 +181,19 @@ impl NewEdgeNode {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EdgeNodePatch {
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = NodeName)]
     pub name: Patch<String>,
+    /// Cannot be cleared.
     #[serde(default, rename = "type")]
-    #[schema(value_type = Option<NodeType>)]
+    #[schema(value_type = NodeType)]
     pub node_type: Patch<NodeType>,
     #[serde(default)]
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[schema(value_type = Option<LabelMap>)]
     pub labels: Patch<Labels>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Patch<String>,
 }
 
@@ -276,7 +321,7 @@ pub struct RegisterEdgeNode {
     /// A registration key of the organization (`efreg_...`).
     pub registration_key: String,
     /// The node's name: 1 to 100 characters, unique within the organization.
-    #[schema(example = "plant-1-gateway-07")]
+    #[schema(value_type = NodeName, example = "plant-1-gateway-07")]
     pub name: String,
 }
 
@@ -302,15 +347,15 @@ mod tests {
 
     #[test]
     fn label_filter_parses_pairs() {
-        let parsed = parse_label_filter("site=plant-1, line = 3").unwrap().unwrap();
-        assert_eq!(parsed.get("site").map(String::as_str), Some("plant-1"));
-        assert_eq!(parsed.get("line").map(String::as_str), Some("3"));
-        assert_eq!(parse_label_filter(" ").unwrap(), None);
-        for bad in ["site", "=x", "site=", "a=1,,b=2", "a=1,a=2"] {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(parse_label_filter("site=plant-1, line = 3").unwrap(), [pair("site", "plant-1"), pair("line", "3")]);
+        assert_eq!(parse_label_filter(" ").unwrap(), []);
+        for bad in ["site", "=x", "site=", "a=1,,b=2", "a=\0"] {
             assert!(parse_label_filter(bad).is_err(), "{bad}");
         }
-        // A value may hold '=' (only the first one splits).
-        assert_eq!(parse_label_filter("expr=a=b").unwrap().unwrap()["expr"], "a=b");
+        // A value may hold '=' (only the first one splits); a key twice asks for both values.
+        assert_eq!(parse_label_filter("expr=a=b").unwrap(), [pair("expr", "a=b")]);
+        assert_eq!(parse_label_filter("a=1,a=2").unwrap(), [pair("a", "1"), pair("a", "2")]);
     }
 
     #[test]

@@ -45,6 +45,7 @@ async fn health(State(state): State<AppState>, auth: Require<Viewer>, Path(id): 
 #[into_params(parameter_in = Query)]
 struct LogsParams {
     /// How many of the latest lines (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     tail: Option<u32>,
 }
 

@@ -28,7 +28,7 @@ use crate::{
     http::{
         client_ip::ClientIp,
         extract::{Json, Path},
-        list::{ListParams, ListQuery, Page, QueryParams},
+        list::{ListQuery, Page, QueryParams, list_params},
         validate::Checks,
     },
     registrationkeys::store as key_store,
@@ -117,6 +117,8 @@ async fn create_node(
     Ok((StatusCode::CREATED, Json(CreatedEdgeNode { node: row.into(), access_key })))
 }
 
+list_params!(NodeListParams = store::LIST_SPEC);
+
 /// List the organization's edge nodes
 ///
 /// With live status. Properties: id, name, type, description, online, createdAt, updatedAt,
@@ -126,8 +128,9 @@ async fn create_node(
 #[utoipa::path(get, path = "/api/edgenodes", tag = "edgenodes",
     extensions(("x-required-role" = json!("Viewer"))),
     params(
-        ListParams,
-        ("labels" = Option<String>, Query, description = "`key=value,key2=value2`: only nodes with all these labels"),
+        NodeListParams,
+        ("labels" = Option<String>, Query, description = "`key=value,key2=value2`: only nodes with all these labels",
+            pattern = r"^(\s*|[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*[^,\x00\s][^,\x00]*(,[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*[^,\x00\s][^,\x00]*)*)$"),
     ),
     responses(
         (status = 200, description = "One page of nodes", body = Page<EdgeNode>),
@@ -142,7 +145,7 @@ async fn list_nodes(
     let query = ListQuery::parse(&params, &store::LIST_SPEC)?;
     let labels = parse_label_filter(params.get("labels").unwrap_or_default())?;
     let mut conn = state.db.acquire().await?;
-    let (rows, total) = store::list(&mut conn, auth.organization_id, labels.as_ref(), &query).await?;
+    let (rows, total) = store::list(&mut conn, auth.organization_id, &labels, &query).await?;
     Ok(Json(query.page(rows, total).map(EdgeNode::from)))
 }
 

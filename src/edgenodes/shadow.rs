@@ -23,6 +23,7 @@ use crate::{
     http::{
         extract::{Json, Path},
         merge_patch::merge,
+        schema::JsonDocument,
         time::Timestamp,
     },
     state::AppState,
@@ -137,7 +138,7 @@ async fn get_shadow(State(state): State<AppState>, auth: Require<Viewer>, Path(i
 #[utoipa::path(patch, path = "/api/edgenodes/{id}/shadow", tag = "edgenodes",
     extensions(("x-required-role" = json!("Operator"))),
     params(("id" = Uuid, Path, description = "Edge node id"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
-    request_body(content = Object, content_type = "application/merge-patch+json", description = "Merge patch of desired"),
+    request_body(content = JsonDocument, content_type = "application/merge-patch+json", description = "Merge patch of desired"),
     responses(
         (status = 200, description = "The shadow after the change", body = ShadowView),
         (status = 400, description = "Not a JSON object, or too large", body = ErrorBody),
@@ -156,6 +157,10 @@ async fn patch_shadow(
     if !patch.is_object() {
         return Err(ApiError::BadRequest("the body must be a JSON object (a merge patch of desired)".into()));
     }
+    // PostgreSQL cannot store it; refused before the ETag is looked at, as any invalid change.
+    if crate::http::validate::json_has_nul(&patch) {
+        return Err(ApiError::BadRequest("the body must not contain NUL characters (\\u0000)".into()));
+    }
     let mut tx = state.db.begin().await?;
     let current: ShadowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SHADOW_COLUMNS} FROM edge_nodes WHERE id = $1 AND organization_id = $2 FOR UPDATE"
@@ -165,12 +170,13 @@ async fn patch_shadow(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::NotFound("edge node"))?;
-    crate::http::etag::check_if_match(&headers, &etag(current.shadow_version))?;
     let mut desired = current.shadow_desired;
     merge(&mut desired, &patch);
     if desired.to_string().len() > MAX_DESIRED_BYTES {
         return Err(ApiError::invalid_field("desired", format!("must be at most {MAX_DESIRED_BYTES} bytes")));
     }
+    // After the request's own checks: an invalid change is a 400 whatever the ETag.
+    crate::http::etag::check_if_match(&headers, &etag(current.shadow_version))?;
     let updated: ShadowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE edge_nodes SET shadow_desired = $2, shadow_version = shadow_version + 1, updated_at = now() \
          WHERE id = $1 RETURNING {SHADOW_COLUMNS}"

@@ -115,19 +115,20 @@ pub async fn insert(conn: &mut PgConnection, node: &NewNode<'_>) -> ApiResult<Ed
     .map_err(on_constraint("edge_nodes_org_name_key", duplicate_name))
 }
 
-/// One page of the organization's nodes (those whose labels contain `labels`, when given), and
+/// One page of the organization's nodes (those whose labels contain every pair of `labels`), and
 /// their number when asked.
 pub async fn list(
     conn: &mut PgConnection,
     organization_id: Uuid,
-    labels: Option<&Labels>,
+    labels: &[(String, String)],
     query: &ListQuery,
 ) -> ApiResult<(Vec<EdgeNodeRow>, Option<i64>)> {
     query
         .fetch(conn, node_columns(), |q| {
             q.push(" FROM edge_nodes n WHERE n.organization_id = ").push_bind(organization_id);
-            if let Some(labels) = labels {
-                q.push(" AND n.labels @> ").push_bind(Json(labels.clone())).push("::jsonb");
+            for (key, value) in labels {
+                let pair = Labels::from([(key.clone(), value.clone())]);
+                q.push(" AND n.labels @> ").push_bind(Json(pair)).push("::jsonb");
             }
         })
         .await

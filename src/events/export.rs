@@ -30,7 +30,10 @@ use super::{
     query::EventQuery,
     store,
 };
-use crate::http::list::QueryParams;
+use crate::{
+    error::{ApiError, ApiResult},
+    http::list::QueryParams,
+};
 
 /// Bytes gathered before a chunk is handed to the body.
 const CHUNK_BYTES: usize = 32 * 1024;
@@ -51,10 +54,12 @@ pub enum Format {
 
 impl Format {
     /// The format asked for: `?accept=` first (links cannot set headers), then the `Accept`
-    /// header by quality; JSON when nothing we serve is named.
-    pub fn negotiate(headers: &HeaderMap, params: &QueryParams) -> Self {
-        if let Some(format) = params.get("accept").and_then(Self::from_media_type) {
-            return format;
+    /// header by quality; JSON when nothing we serve is named. An `?accept=` naming nothing we
+    /// serve is a 400: unlike a browser's `Accept` header, it was written for this endpoint.
+    pub fn negotiate(headers: &HeaderMap, params: &QueryParams) -> ApiResult<Self> {
+        if let Some(text) = params.get("accept") {
+            return Self::from_media_type(text)
+                .ok_or_else(|| ApiError::invalid_field("accept", "expected json, csv or ndjson"));
         }
         let accept =
             headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
@@ -70,7 +75,7 @@ impl Format {
                 best = (format, quality);
             }
         }
-        best.0
+        Ok(best.0)
     }
 
     fn from_media_type(text: &str) -> Option<Self> {
@@ -268,12 +273,14 @@ mod tests {
             headers
         };
         let none = QueryParams::default();
-        assert_eq!(Format::negotiate(&HeaderMap::new(), &none), Format::Json);
-        assert_eq!(Format::negotiate(&headers("text/csv"), &none), Format::Csv);
-        assert_eq!(Format::negotiate(&headers("application/x-ndjson"), &none), Format::Ndjson);
-        assert_eq!(Format::negotiate(&headers("text/csv;q=0.5, application/json"), &none), Format::Json);
-        assert_eq!(Format::negotiate(&headers("*/*"), &none), Format::Json);
+        assert_eq!(Format::negotiate(&HeaderMap::new(), &none).ok(), Some(Format::Json));
+        assert_eq!(Format::negotiate(&headers("text/csv"), &none).ok(), Some(Format::Csv));
+        assert_eq!(Format::negotiate(&headers("application/x-ndjson"), &none).ok(), Some(Format::Ndjson));
+        assert_eq!(Format::negotiate(&headers("text/csv;q=0.5, application/json"), &none).ok(), Some(Format::Json));
+        assert_eq!(Format::negotiate(&headers("*/*"), &none).ok(), Some(Format::Json));
         let query = QueryParams(vec![("accept".into(), "csv".into())]);
-        assert_eq!(Format::negotiate(&HeaderMap::new(), &query), Format::Csv);
+        assert_eq!(Format::negotiate(&HeaderMap::new(), &query).ok(), Some(Format::Csv));
+        let unknown = QueryParams(vec![("accept".into(), "xml".into())]);
+        assert!(Format::negotiate(&HeaderMap::new(), &unknown).is_err());
     }
 }

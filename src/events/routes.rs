@@ -11,13 +11,18 @@ use axum::{
         sse::{KeepAlive, Sse},
     },
 };
+use utoipa::openapi::{
+    Required,
+    path::{Parameter, ParameterBuilder, ParameterIn},
+    schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type},
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     export::{self, Format},
     model::{Event, EventPage},
-    query::{EventQuery, Position},
+    query::{EVENT_LIST, EventQuery, Position},
     store,
     stream::{Follower, Start},
 };
@@ -26,7 +31,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorBody},
     http::{
         extract::{Json, Path},
-        list::{ListParams, QueryParams},
+        list::{self, QueryParams, list_params},
     },
     state::AppState,
 };
@@ -37,6 +42,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
+list_params!(EventListParams = EVENT_LIST);
+
 /// The parameters of the event list beyond the shared list ones (documentation only).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -44,30 +51,105 @@ static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 #[allow(dead_code)]
 struct EventParams {
     /// Only events at or after this time (`2024-01-18T15:00:00Z`; no zone means UTC).
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
-    /// Only events before this time.
+    /// Only events before this time (later than `since`).
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
     /// Continue after the last event of a page: the page's `nextCursor`. Only in the default
     /// order (newest first), and not with `offset`.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     after: Option<String>,
-    /// `csv` or `ndjson`: export, like the `Accept` header (for links that cannot set it).
-    accept: Option<String>,
+    /// Export, like the `Accept` header (for links that cannot set it).
+    #[param(inline)]
+    accept: Option<ExportFormat>,
+}
+
+/// The formats `?accept=` names (media types such as `text/csv` work too).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ExportFormat {
+    Json,
+    Csv,
+    Ndjson,
 }
 
 /// The parameters of the live stream (documentation only).
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
-struct StreamParams {
-    /// Catch up from this time before going live.
-    since: Option<String>,
-    /// Resume after this event (as the `Last-Event-ID` header does; the header wins).
-    last_event_id: Option<Uuid>,
-    /// Filters, as on the list: `filters[0].propertyName=Level&filters[0].propertyValue=Error`.
-    #[param(rename = "filters[0].propertyName")]
-    filters: Option<String>,
+struct StreamParams;
+
+impl utoipa::IntoParams for StreamParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let query = |name: &str, description: &str, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        vec![
+            query(
+                "since",
+                "Catch up from this time before going live.",
+                string().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            ),
+            query(
+                "lastEventId",
+                "Resume after this event (as the `Last-Event-ID` header does; the header wins).",
+                string().pattern(Some(EVENT_ID)),
+            ),
+            list::filter_parameter(&EVENT_LIST),
+            ParameterBuilder::new()
+                .name("Last-Event-ID")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some("Resume after this event"))
+                .schema(Some(string().pattern(Some(EVENT_ID))))
+                .build(),
+        ]
+    }
 }
+
+/// An event id given to resume after (blank: none).
+fn event_id(field: &str, text: Option<&str>) -> ApiResult<Option<Uuid>> {
+    match text.map(str::trim).filter(|text| !text.is_empty()) {
+        None => Ok(None),
+        Some(text) => {
+            Uuid::try_parse(text).map(Some).map_err(|_| ApiError::invalid_field(field, "expected an event id"))
+        }
+    }
+}
+
+/// One event of the live stream, as Server-Sent Events carry it (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct StreamEvent {
+    /// `message` for an event; `close` for the last one, whose `data` says why the stream ends.
+    #[schema(inline)]
+    event: Option<StreamEventKind>,
+    /// The event's id (send it back as `Last-Event-ID` to resume after it).
+    #[schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")]
+    id: Option<String>,
+    /// The event as JSON (see `Event`), or the reason the stream closes.
+    data: String,
+    /// Milliseconds to wait before reconnecting.
+    retry: Option<u64>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum StreamEventKind {
+    Message,
+    Close,
+}
+
+/// An event id: a UUIDv7, whose time says where to resume even once the event itself is gone.
+/// Empty means none (as when absent).
+const EVENT_ID: &str = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12})?$";
 
 /// List, or export, the organization's events
 ///
@@ -85,7 +167,7 @@ struct StreamParams {
 /// get a leading `'`; NDJSON carries values exactly.
 #[utoipa::path(get, path = "/api/events", tag = "events",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(ListParams, EventParams),
+    params(EventListParams, EventParams),
     responses(
         (status = 200, description = "A page of events, or the export", content(
             (EventPage = "application/json"),
@@ -103,7 +185,7 @@ async fn list_events(
     params: QueryParams,
 ) -> ApiResult<Response> {
     let query = EventQuery::parse(&params)?;
-    let format = Format::negotiate(&headers, &params);
+    let format = Format::negotiate(&headers, &params)?;
     if format != Format::Json {
         let slot = state.events.export_slot()?;
         return Ok(export::response(state.db.clone(), auth.organization_id, query, format, slot));
@@ -158,10 +240,9 @@ async fn get_event(
 /// `event: close` when the credential expires or is revoked, or the server restarts.
 #[utoipa::path(get, path = "/api/events/stream", tag = "events",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(StreamParams,
-        ("Last-Event-ID" = Option<Uuid>, Header, description = "Resume after this event")),
+    params(StreamParams),
     responses(
-        (status = 200, description = "The stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The stream; the schema describes each event", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "Bad filter, time or Last-Event-ID", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
@@ -177,16 +258,11 @@ async fn stream_events(
         }
     }
     let query = EventQuery::parse(&params)?;
-    let last_event_id = match headers.get(&LAST_EVENT_ID) {
-        Some(value) => Some(value.to_str().unwrap_or_default()),
-        None => params.get("lastEventId"),
-    };
-    let last_event_id = last_event_id
-        .filter(|text| !text.trim().is_empty())
-        .map(|text| {
-            Uuid::try_parse(text.trim()).map_err(|_| ApiError::invalid_field("Last-Event-ID", "expected an event id"))
-        })
-        .transpose()?;
+    // Both are checked, though the header wins: a malformed one is a 400 either way.
+    let from_header = headers.get(&LAST_EVENT_ID).map(|value| value.to_str().unwrap_or("\u{fffd}"));
+    let from_header = event_id("Last-Event-ID", from_header)?;
+    let from_query = event_id("lastEventId", params.get("lastEventId"))?;
+    let last_event_id = from_header.or(from_query);
     // Subscribe first: whatever commits from here on is heard, whatever came before is in the table.
     let notices = state.events.subscribe();
     let start = match (last_event_id, query.since) {

@@ -116,6 +116,10 @@ pub fn check_shape(field: &str, content: Value) -> (Option<CheckedContent>, Vec<
     if canonical.len() > MAX_CONTENT_BYTES {
         checks.fail(field, format!("must be at most {MAX_CONTENT_BYTES} bytes as JSON"));
     }
+    // PostgreSQL cannot store it (and no flow needs it).
+    if crate::http::validate::json_has_nul(&content) {
+        checks.fail(field, "must not contain NUL characters (\\u0000)");
+    }
     let problems = into_problems(checks);
     if !problems.is_empty() {
         return (None, problems);

@@ -23,7 +23,7 @@ use crate::{
     events::store::NewEvent,
     http::{
         extract::{Json, Path},
-        list::{ListParams, ListQuery, Page, QueryParams},
+        list::{ListQuery, Page, QueryParams, list_params},
         validate::Checks,
     },
     state::AppState,
@@ -128,6 +128,8 @@ async fn create_definition(
     Ok((StatusCode::CREATED, Json(FlowDefinition::new(row, Vec::new(), Vec::new()))))
 }
 
+list_params!(DefinitionListParams = store::LIST_SPEC);
+
 /// List the organization's flow definitions
 ///
 /// Each with its drafts (`flowDrafts`) and versions (`flows`, newest first), so a client finds a
@@ -136,7 +138,7 @@ async fn create_definition(
 /// Properties: id, name, description, latestVersion, createdAt, updatedAt. By name by default.
 #[utoipa::path(get, path = "/api/flowdefinitions", tag = "flows",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(ListParams),
+    params(DefinitionListParams),
     responses(
         (status = 200, description = "One page of flow definitions", body = Page<FlowDefinition>),
         (status = 400, description = "Bad paging, order or filter", body = ErrorBody),

@@ -163,9 +163,10 @@ async fn save(
     let current = store::find_draft(&mut tx, auth.organization_id, id, draft_id, true)
         .await?
         .ok_or(ApiError::NotFound("flow draft"))?;
-    check_if_match(headers, &etag(current.revision))?;
     let (name, new_content) = change(&current)?;
     let checked = content::validate(&mut tx, auth.organization_id, "content", new_content).await?;
+    // After the request's own checks: an invalid change is a 400 whatever the revision.
+    check_if_match(headers, &etag(current.revision))?;
     let row = store::update_draft(
         &mut tx,
         auth.organization_id,

@@ -7,61 +7,112 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::store::{DefinitionRow, DraftRow, DraftSummaryRow, VersionRow, VersionSummaryRow};
-use crate::http::{merge_patch::Patch, time::Timestamp, validate::Checks};
+use crate::http::{
+    merge_patch::Patch,
+    schema::{Description, JsonDocument, exact_text, text_schema},
+    time::Timestamp,
+    validate::Checks,
+};
 
 pub const NAME_MAX: usize = 200;
-pub const DESCRIPTION_MAX: usize = 2000;
+pub use crate::http::validate::DESCRIPTION_MAX;
 
-pub fn check_description(checks: &mut Checks, field: &str, value: &str) {
-    if value.chars().count() > DESCRIPTION_MAX {
-        checks.fail(field, format!("must be at most {DESCRIPTION_MAX} characters"));
-    } else if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        checks.fail(field, "must not contain control characters");
+pub use crate::http::validate::{check_description, clean_description};
+
+text_schema!(
+    /// The name of a flow definition or draft.
+    pub FlowName,
+    NAME_MAX
+);
+
+/// A module id or type, as `content::check_shape` takes it (documentation only).
+pub struct ModuleText;
+
+impl utoipa::PartialSchema for ModuleText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        exact_text(super::content::MODULE_ID_MAX).into()
     }
 }
 
-/// A trimmed description, with an empty one meaning none.
-pub fn clean_description(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|v| !v.is_empty())
+impl ToSchema for ModuleText {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("ModuleText")
+    }
 }
 
 /// A flow's content: modules, the connections between them, the resource versions it uses and
 /// free-form settings. Module ids are unique; connections join existing modules (no self-loops,
 /// no duplicates); resources name resource versions of the same organization.
+///
+/// Each part may be left out or `null` when writing (an empty one is stored); answers always
+/// carry all four.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct FlowContent {
-    pub modules: Vec<FlowModule>,
-    pub connections: Vec<FlowConnection>,
-    pub resources: Vec<super::resource_refs::ResourceRef>,
-    #[schema(value_type = Object)]
-    pub settings: Value,
+    #[schema(max_items = 5000)]
+    pub modules: Option<Vec<FlowModule>>,
+    #[schema(max_items = 20000)]
+    pub connections: Option<Vec<FlowConnection>>,
+    #[schema(max_items = 500)]
+    pub resources: Option<Vec<FlowResource>>,
+    #[schema(value_type = Option<JsonDocument>)]
+    pub settings: Option<Value>,
+}
+
+/// A merge patch of a draft's content: each part replaced whole, or reset by `null` (documentation
+/// only).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct FlowContentPatch {
+    #[schema(max_items = 5000)]
+    pub modules: Option<Vec<FlowModule>>,
+    #[schema(max_items = 20000)]
+    pub connections: Option<Vec<FlowConnection>>,
+    #[schema(max_items = 500)]
+    pub resources: Option<Vec<FlowResource>>,
+    /// Merged into the current settings.
+    #[schema(value_type = Option<JsonDocument>)]
+    pub settings: Option<Value>,
+}
+
+/// One entry of a flow's `resources`: a resource version of the organization; one per resource.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct FlowResource {
+    pub resource_id: Uuid,
+    pub version_id: Uuid,
 }
 
 /// One module of a flow.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct FlowModule {
     /// Unique within the flow; connections refer to it.
-    #[schema(example = "m1")]
+    #[schema(value_type = ModuleText, example = "m1")]
     pub id: String,
     /// The module type.
     #[serde(rename = "type")]
-    #[schema(example = "MqttSubscriber")]
+    #[schema(value_type = ModuleText, example = "MqttSubscriber")]
     pub module_type: String,
+    /// At most 200 characters, no control characters.
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<JsonDocument>)]
     pub config: Option<Value>,
 }
 
 /// A connection from one module's output to another module's input.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct FlowConnection {
-    #[schema(example = "m1")]
+    #[schema(value_type = ModuleText, example = "m1")]
     pub from: String,
-    #[schema(example = "m2")]
+    #[schema(value_type = ModuleText, example = "m2")]
     pub to: String,
 }
 
@@ -162,10 +213,11 @@ impl FlowDefinition {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewFlowDefinition {
     /// 1 to 200 characters, unique within the organization.
-    #[schema(example = "Temperature")]
+    #[schema(value_type = FlowName, example = "Temperature")]
     pub name: String,
     /// At most 2000 characters.
     #[serde(default)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
     /// The caller's active organization, if given (see `GET /api/users/me`).
     #[serde(default)]
@@ -187,11 +239,12 @@ impl NewFlowDefinition {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlowDefinitionPatch {
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = FlowName)]
     pub name: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Patch<String>,
 }
 
@@ -238,6 +291,7 @@ impl From<DraftRow> for FlowDraft {
 pub struct NewFlowDraft {
     /// 1 to 200 characters; default `Draft` (or `From version N`).
     #[serde(default)]
+    #[schema(value_type = Option<FlowName>)]
     pub name: Option<String>,
     /// A version of this flow definition whose content the draft starts from.
     #[serde(default)]
@@ -252,6 +306,7 @@ pub struct NewFlowDraft {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlowDraftUpdate {
+    #[schema(value_type = FlowName)]
     pub name: String,
     #[schema(value_type = FlowContent)]
     pub content: Value,
@@ -262,11 +317,13 @@ pub struct FlowDraftUpdate {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlowDraftPatch {
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = FlowName)]
     pub name: Patch<String>,
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = FlowContentPatch)]
     pub content: Patch<Value>,
 }
 
@@ -276,6 +333,7 @@ pub struct FlowDraftPatch {
 pub struct PublishDraft {
     /// What changed in this version; at most 2000 characters.
     #[serde(default)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
 }
 

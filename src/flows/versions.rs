@@ -24,7 +24,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorBody},
     http::{
         extract::{Json, Path},
-        list::{ListParams, ListQuery, Page, QueryParams},
+        list::{ListQuery, Page, QueryParams, list_params},
         validate::Checks,
     },
     state::AppState,
@@ -135,6 +135,8 @@ async fn publish_draft(
     Ok(version_response(StatusCode::CREATED, row))
 }
 
+list_params!(VersionListParams = store::VERSION_LIST_SPEC);
+
 /// List a flow definition's versions
 ///
 /// Summaries, newest first by default. Properties: id, name, version, description, contentHash,
@@ -142,7 +144,7 @@ async fn publish_draft(
 /// flow definition instead).
 #[utoipa::path(get, path = "/api/flowdefinitions/{id}/flows", tag = "flows",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(("id" = Uuid, Path, description = "The flow definition's id"), ListParams),
+    params(("id" = Uuid, Path, description = "The flow definition's id"), VersionListParams),
     responses(
         (status = 200, description = "One page of versions", body = Page<FlowVersionSummary>),
         (status = 400, description = "Malformed id, bad paging, order or filter", body = ErrorBody),

@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod pretty;
 pub mod rate_limit;
 pub mod request_id;
+pub mod schema;
 pub mod time;
 pub mod validate;

@@ -6,7 +6,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ToSchema)]
-#[schema(value_type = String, format = DateTime, example = "2020-09-29T12:57:10.481896Z")]
+// The example lies in the future: request fields such as `expiresAt` must.
+#[schema(value_type = String, format = DateTime, example = "2030-09-29T12:57:10.481896Z")]
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl From<DateTime<Utc>> for Timestamp {

@@ -123,6 +123,7 @@ impl From<JobRow> for Job {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkCommand {
     /// `start` or `stop`.
+    #[schema(pattern = "^(start|stop)$")]
     pub command: String,
     pub flow_definition_id: Uuid,
     #[serde(default)]

@@ -25,7 +25,7 @@ use crate::{
     flows::store as flow_store,
     http::{
         extract::{Json, Path, Query},
-        list::{Direction, ListParams, ListQuery, ListSpec, Page, Property, PropertyType, QueryParams},
+        list::{Direction, ListQuery, ListSpec, Page, Property, PropertyType, QueryParams, list_params},
     },
     state::AppState,
     tunnel::{bus, protocol::JobCommand},
@@ -78,12 +78,14 @@ async fn flow_name(conn: &mut PgConnection, organization_id: Uuid, flow_definiti
     Ok(definition.ok_or(ApiError::NotFound("flow definition"))?.name)
 }
 
+list_params!(JobListParams = JOB_LIST);
+
 /// A node's jobs, newest first
 ///
 /// History and pending jobs; filter by `state` (e.g. `filters[0].propertyName=state&filters[0].propertyValue=Queued,Sent,InProgress&filters[0].filterType=in`).
 #[utoipa::path(get, path = "/api/edgenodes/{id}/jobs", tag = "jobs",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(("id" = Uuid, Path, description = "Edge node id"), ListParams),
+    params(("id" = Uuid, Path, description = "Edge node id"), JobListParams),
     responses(
         (status = 200, description = "A page of jobs", body = Page<Job>),
         (status = 400, description = "Bad list parameters", body = ErrorBody),
@@ -173,8 +175,9 @@ async fn cancel_job(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct WaitParams {
-    /// Wait up to this many seconds (at most 60) for the job to finish; answers 200 with the
-    /// final job if it did, else 202 with the job as it is.
+    /// Wait up to this many seconds (at most 60, and less than the server's request timeout) for
+    /// the job to finish; answers 200 with the final job if it did, else 202 with the job as it is.
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
     #[serde(default)]
     #[param(ignore)]
@@ -223,6 +226,8 @@ async fn node_command(
     if wait == 0 {
         return Ok((StatusCode::ACCEPTED, Json(row.into())));
     }
+    // Never into the request timeout (a 503): past it, the answer is the job as it is (202).
+    let wait = wait.min(state.config.request_timeout_seconds.saturating_sub(2).max(1));
     let latest = store::wait_final(&state.db, row.id, Duration::from_secs(wait)).await?.unwrap_or(row);
     let status = if latest.state.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(latest.into())))

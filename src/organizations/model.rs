@@ -2,14 +2,25 @@
 //! providers. Row types live in `store`; these are what clients see and send.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{
+    ToSchema,
+    openapi::{
+        RefOr,
+        schema::{ArrayBuilder, ObjectBuilder, Schema, Type},
+    },
+};
 use uuid::Uuid;
 
 use super::store::{IdentityProviderRow, MemberRow, OrganizationSummaryRow};
 use crate::{
     auth::roles::Role,
     error::ApiError,
-    http::{merge_patch::Patch, time::Timestamp, validate::Checks},
+    http::{
+        merge_patch::Patch,
+        schema::{Description, Email, text_schema},
+        time::Timestamp,
+        validate::Checks,
+    },
 };
 
 /// An organization, with the caller's role in it and cheap counts.
@@ -47,10 +58,11 @@ impl From<OrganizationSummaryRow> for Organization {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrganization {
     /// 1 to 200 characters.
-    #[schema(example = "Acme Manufacturing")]
+    #[schema(value_type = OrganizationName, example = "Acme Manufacturing")]
     pub name: String,
     /// At most 2000 characters.
     #[serde(default)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
 }
 
@@ -58,11 +70,12 @@ pub struct NewOrganization {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrganizationPatch {
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = OrganizationName)]
     pub name: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Patch<String>,
 }
 
@@ -95,7 +108,8 @@ impl From<MemberRow> for Member {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewMember {
-    #[schema(example = "demo@example.com")]
+    /// The email the user signed up with.
+    #[schema(value_type = Email)]
     pub email: String,
     /// At most the caller's own role.
     pub role: Role,
@@ -105,9 +119,9 @@ pub struct NewMember {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemberPatch {
-    /// The new role: at most the caller's own.
+    /// The new role: at most the caller's own. Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<Role>)]
+    #[schema(value_type = Role)]
     pub role: Patch<Role>,
 }
 
@@ -150,16 +164,21 @@ impl From<IdentityProviderRow> for IdentityProvider {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewIdentityProvider {
     /// 1 to 200 characters, unique in the organization.
+    #[schema(value_type = IdentityProviderName)]
     pub name: String,
     /// The OpenID Connect issuer: an `https://` URL without query or fragment.
+    #[schema(value_type = IssuerUrl)]
     pub issuer_url: String,
     #[serde(default)]
+    #[schema(value_type = Option<ClientId>)]
     pub client_id: Option<String>,
     /// Stored encrypted; never returned. Can also be set later with `PUT .../secrets`.
     #[serde(default)]
+    #[schema(value_type = Option<ClientSecret>)]
     pub client_secret: Option<String>,
     /// Default `openid`, `email`, `profile`; must include `openid`.
     #[serde(default)]
+    #[schema(value_type = Option<Scopes>)]
     pub scopes: Option<Vec<String>>,
     /// Default true.
     #[serde(default)]
@@ -171,20 +190,23 @@ pub struct NewIdentityProvider {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdentityProviderPatch {
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = IdentityProviderName)]
     pub name: Patch<String>,
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = IssuerUrl)]
     pub issuer_url: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<ClientId>)]
     pub client_id: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Scopes>)]
     pub scopes: Patch<Vec<String>>,
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<bool>)]
+    #[schema(value_type = bool)]
     pub enabled: Patch<bool>,
 }
 
@@ -193,39 +215,118 @@ pub struct IdentityProviderPatch {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdentityProviderSecrets {
-    #[schema(example = "343f96ea-0000-0000-0000-000000000000")]
+    #[schema(value_type = ClientId, example = "343f96ea-0000-0000-0000-000000000000")]
     pub client_id: String,
+    #[schema(value_type = ClientSecret)]
     pub client_secret: String,
 }
 
 // ----- Validation -----
 
 pub const NAME_MAX: usize = 200;
-pub const DESCRIPTION_MAX: usize = 2000;
+pub use crate::http::validate::DESCRIPTION_MAX;
 const CLIENT_ID_MAX: usize = 500;
 const CLIENT_SECRET_MAX: usize = 4096;
 const ISSUER_URL_MAX: usize = 2000;
 const SCOPES_MAX: usize = 50;
 const SCOPE_MAX: usize = 200;
 
+text_schema!(
+    /// An organization's name.
+    pub OrganizationName,
+    NAME_MAX
+);
+text_schema!(
+    /// An identity provider's name.
+    pub IdentityProviderName,
+    NAME_MAX
+);
+text_schema!(
+    /// An identity provider's client id.
+    pub ClientId,
+    CLIENT_ID_MAX
+);
+text_schema!(
+    /// An identity provider's client secret.
+    pub ClientSecret,
+    CLIENT_SECRET_MAX
+);
+
+/// What `check_issuer_url` accepts (documentation only).
+pub struct IssuerUrl;
+
+impl utoipa::PartialSchema for IssuerUrl {
+    fn schema() -> RefOr<Schema> {
+        // Whitespace around it is trimmed; inside, none (nor control characters).
+        let around = r"[\t\n\x0b\x0c\r\x85 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*";
+        let label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+        // An IPv6 address in hex groups, `::` standing for one or more groups of zeros.
+        let group = "[0-9A-Fa-f]{1,4}";
+        let ipv6 = [
+            format!("({group}:){{7}}{group}"),
+            format!("({group}:){{1,7}}:"),
+            format!("({group}:){{1,6}}:{group}"),
+            format!("({group}:){{1,5}}(:{group}){{1,2}}"),
+            format!("({group}:){{1,4}}(:{group}){{1,3}}"),
+            format!("({group}:){{1,3}}(:{group}){{1,4}}"),
+            format!("({group}:){{1,2}}(:{group}){{1,5}}"),
+            format!("{group}:(:{group}){{1,6}}"),
+            format!(":((:{group}){{1,7}}|:)"),
+        ]
+        .join("|");
+        let port = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+        let path = r"[^?#\s\x00-\x1f\x7f-\x9f]*";
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(ISSUER_URL_MAX))
+            .pattern(Some(format!(
+                "^{around}[Hh][Tt][Tt][Pp][Ss]://({label}(\\.{label})*|\\[({ipv6})\\])(:{port})?(/{path})?{around}$"
+            )))
+            .examples(["https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for IssuerUrl {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("IssuerUrl")
+    }
+}
+
+/// What `check_scopes` accepts (documentation only).
+pub struct Scopes;
+
+impl utoipa::PartialSchema for Scopes {
+    fn schema() -> RefOr<Schema> {
+        // RFC 6749 scope tokens: printable ASCII but space, `"` and `\`.
+        let token = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!(r"^[\x21\x23-\x5b\x5d-\x7e]{{1,{SCOPE_MAX}}}$")));
+        let mut scopes = ArrayBuilder::new()
+            .items(token)
+            .min_items(Some(1))
+            .max_items(Some(SCOPES_MAX))
+            .unique_items(true)
+            .examples([serde_json::json!(["openid", "email", "profile"])])
+            .build();
+        // utoipa's model has no `contains`; extensions serialize as they are named.
+        scopes.extensions = Some([("contains", serde_json::json!({"const": "openid"}))].into_iter().collect());
+        Schema::Array(scopes).into()
+    }
+}
+
+impl utoipa::ToSchema for Scopes {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Scopes")
+    }
+}
+
 /// The scopes a new identity provider asks for unless told otherwise.
 pub fn default_scopes() -> Vec<String> {
     ["openid", "email", "profile"].map(String::from).to_vec()
 }
 
-/// A description: at most `DESCRIPTION_MAX` characters; line breaks and tabs are allowed.
-pub fn check_description(checks: &mut Checks, field: &str, value: &str) {
-    if value.chars().count() > DESCRIPTION_MAX {
-        checks.fail(field, format!("must be at most {DESCRIPTION_MAX} characters"));
-    } else if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        checks.fail(field, "must not contain control characters");
-    }
-}
-
-/// A trimmed description, with an empty one meaning none.
-pub fn clean_description(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|v| !v.is_empty())
-}
+pub use crate::http::validate::{check_description, clean_description};
 
 impl NewOrganization {
     pub fn check(&self) -> Result<(), ApiError> {
@@ -240,19 +341,23 @@ impl NewOrganization {
 
 /// An OpenID Connect issuer: `https://host[:port][/path]`, no credentials, query or fragment.
 pub fn check_issuer_url(checks: &mut Checks, field: &str, value: &str) {
-    let value = value.trim();
-    let problem = if value.len() > ISSUER_URL_MAX {
+    let problem = if value.chars().count() > ISSUER_URL_MAX {
         Some(format!("must be at most {ISSUER_URL_MAX} characters"))
-    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("must not contain spaces or control characters".to_owned())
     } else {
-        match value.get(..8).filter(|scheme| scheme.eq_ignore_ascii_case("https://")) {
-            None => Some("must be an https:// URL".to_owned()),
-            Some(_) => issuer_remainder_problem(&value[8..]),
-        }
+        issuer_problem(value.trim())
     };
     if let Some(problem) = problem {
         checks.fail(field, problem);
+    }
+}
+
+fn issuer_problem(value: &str) -> Option<String> {
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must not contain spaces or control characters".to_owned());
+    }
+    match value.get(..8).filter(|scheme| scheme.eq_ignore_ascii_case("https://")) {
+        None => Some("must be an https:// URL".to_owned()),
+        Some(_) => issuer_remainder_problem(&value[8..]),
     }
 }
 
@@ -267,7 +372,11 @@ fn issuer_remainder_problem(rest: &str) -> Option<String> {
     let (host, port) = match authority.strip_prefix('[') {
         // An IPv6 literal: [::1]:8443
         Some(inner) => match inner.split_once(']') {
-            Some((host, after)) if !host.is_empty() && host.chars().all(|c| c.is_ascii_hexdigit() || c == ':') => {
+            // Hex groups only (no embedded IPv4), and a real IPv6 address.
+            Some((host, after))
+                if host.chars().all(|c| c.is_ascii_hexdigit() || c == ':')
+                    && host.parse::<std::net::Ipv6Addr>().is_ok() =>
+            {
                 match after {
                     "" => (host, None),
                     _ => match after.strip_prefix(':') {
@@ -333,14 +442,7 @@ pub fn check_client_id(checks: &mut Checks, field: &str, value: &str) {
 }
 
 pub fn check_client_secret(checks: &mut Checks, field: &str, value: &str) {
-    let value = value.trim();
-    if value.is_empty() {
-        checks.fail(field, "must not be empty");
-    } else if value.len() > CLIENT_SECRET_MAX {
-        checks.fail(field, format!("must be at most {CLIENT_SECRET_MAX} bytes"));
-    } else if value.chars().any(char::is_control) {
-        checks.fail(field, "must not contain control characters");
-    }
+    checks.text(field, value, CLIENT_SECRET_MAX);
 }
 
 impl NewIdentityProvider {
@@ -404,6 +506,8 @@ mod tests {
             "https://-bad-.example.com",
             "https://a..b",
             "ftp://idp.example.com",
+            "https://[9C:ecE50]/x",
+            "https://[::ffff:1.2.3.4]/x",
         ] {
             assert!(!issuer_ok(bad), "{bad}");
         }

@@ -27,7 +27,7 @@ use crate::{
     events::store::NewEvent,
     http::{
         extract::{Json, Path},
-        list::{ListParams, ListQuery, Page, QueryParams},
+        list::{ListQuery, Page, QueryParams, list_params},
         validate::Checks,
     },
     state::AppState,
@@ -64,13 +64,17 @@ fn last_owner() -> ApiError {
 
 // ----- Organizations -----
 
+list_params!(OrganizationListParams = store::ORGANIZATION_LIST);
+list_params!(MemberListParams = store::MEMBER_LIST);
+list_params!(IdentityProviderListParams = store::IDENTITY_PROVIDER_LIST);
+
 /// The caller's organizations
 ///
 /// Every organization the signed-in user belongs to, with their role there (an API key sees only
 /// its own organization). List conventions apply; properties: `name`, `role`, `createdAt`, `id`.
 #[utoipa::path(get, path = "/api/organizations", tag = "organizations",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(ListParams),
+    params(OrganizationListParams),
     responses(
         (status = 200, description = "A page of organizations", body = Page<Organization>),
         (status = 400, description = "Bad list parameters", body = ErrorBody),
@@ -96,6 +100,8 @@ async fn list_organizations(
 /// switch with `PUT /api/users/me/organization`.
 #[utoipa::path(post, path = "/api/organizations", tag = "organizations",
     extensions(("x-required-role" = json!("Viewer"))),
+    // A signed-in user only: API keys act for an organization, not a person (403).
+    security(("bearer" = [])),
     request_body = NewOrganization,
     responses(
         (status = 201, description = "Created", body = Organization),
@@ -258,7 +264,7 @@ async fn delete_organization(
 /// `userId`.
 #[utoipa::path(get, path = "/api/organizations/{organizationId}/members", tag = "organizations",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(("organizationId" = Uuid, Path, description = "The active organization's id"), ListParams),
+    params(("organizationId" = Uuid, Path, description = "The active organization's id"), MemberListParams),
     responses(
         (status = 200, description = "A page of members", body = Page<Member>),
         (status = 400, description = "Bad list parameters", body = ErrorBody),
@@ -465,7 +471,7 @@ fn idp_subject(name: &str) -> String {
 /// Admin or Owner.
 #[utoipa::path(get, path = "/api/organizations/{organizationId}/identityproviders", tag = "organizations",
     extensions(("x-required-role" = json!("Admin"))),
-    params(("organizationId" = Uuid, Path, description = "The active organization's id"), ListParams),
+    params(("organizationId" = Uuid, Path, description = "The active organization's id"), IdentityProviderListParams),
     responses(
         (status = 200, description = "A page of identity providers", body = Page<IdentityProvider>),
         (status = 400, description = "Bad list parameters", body = ErrorBody),

@@ -7,27 +7,35 @@ use uuid::Uuid;
 
 use super::store::RegistrationKeyRow;
 use crate::{
-    edgenodes::model::{Labels, NodeType, check_labels},
+    edgenodes::model::{LabelMap, Labels, NodeType, check_labels},
     error::ApiError,
-    http::{time::Timestamp, validate::Checks},
+    http::{schema::text_schema, time::Timestamp, validate::Checks},
 };
 
 pub const NAME_MAX: usize = 100;
+
+text_schema!(
+    /// A registration key's name.
+    pub RegistrationKeyName,
+    NAME_MAX
+);
 
 /// A new registration key.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewRegistrationKey {
     /// Unique within the organization, 1 to 100 characters.
-    #[schema(example = "Plant 1 gateways")]
+    #[schema(value_type = RegistrationKeyName, example = "Plant 1 gateways")]
     pub name: String,
     /// The type of the nodes it enrols.
     pub node_type: NodeType,
     /// Labels given to the nodes it enrols.
     #[serde(default)]
+    #[schema(value_type = Option<LabelMap>)]
     pub labels: Option<Labels>,
     /// How many nodes it may enrol (at least 1); without it, any number.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_uses: Option<i32>,
     /// When it stops working (must be in the future); without it, never.
     #[serde(default)]

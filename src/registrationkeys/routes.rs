@@ -21,7 +21,7 @@ use crate::{
     events::store::NewEvent,
     http::{
         extract::{Json, Path},
-        list::{ListParams, ListQuery, Page, QueryParams},
+        list::{ListQuery, Page, QueryParams, list_params},
     },
     state::AppState,
 };
@@ -48,7 +48,7 @@ fn new_key() -> (String, String) {
 ///
 /// Nodes enrol themselves with it (`POST /api/edgenodes/register`) and get its type and labels.
 /// The answer is the only time the key is shown: the server keeps only its hash.
-#[utoipa::path(post, path = "/api/registrationkeys", tag = "registrationkeys",
+#[utoipa::path(post, path = "/api/registrationkeys", tag = "registrationkeys", operation_id = "create_registration_key",
     extensions(("x-required-role" = json!("Admin"))),
     request_body = NewRegistrationKey,
     responses(
@@ -102,14 +102,16 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedRegistrationKey { registration_key: row.into(), key })))
 }
 
+list_params!(RegistrationKeyListParams = store::LIST_SPEC);
+
 /// List the organization's registration keys
 ///
 /// Revoked, expired and used-up keys included (filter on `active`, `revoked`). Never shows the
 /// keys. Properties: id, name, prefix, nodeType, maxUses, uses, expiresAt, active, createdAt,
 /// createdBy, revoked, revokedAt. Newest first by default.
-#[utoipa::path(get, path = "/api/registrationkeys", tag = "registrationkeys",
+#[utoipa::path(get, path = "/api/registrationkeys", tag = "registrationkeys", operation_id = "list_registration_keys",
     extensions(("x-required-role" = json!("Admin"))),
-    params(ListParams),
+    params(RegistrationKeyListParams),
     responses(
         (status = 200, description = "One page of keys", body = Page<RegistrationKey>),
         (status = 400, description = "Bad paging, order or filter", body = ErrorBody),
@@ -130,7 +132,7 @@ async fn list_keys(
 /// Show a registration key
 ///
 /// Never the key itself.
-#[utoipa::path(get, path = "/api/registrationkeys/{id}", tag = "registrationkeys",
+#[utoipa::path(get, path = "/api/registrationkeys/{id}", tag = "registrationkeys", operation_id = "get_registration_key",
     extensions(("x-required-role" = json!("Admin"))),
     params(("id" = Uuid, Path, description = "The registration key's id")),
     responses(
@@ -155,7 +157,7 @@ async fn get_key(
 ///
 /// No node can enrol with it any more; nodes it enrolled keep working. Revoking a revoked key
 /// changes nothing and answers 204 again.
-#[utoipa::path(delete, path = "/api/registrationkeys/{id}", tag = "registrationkeys",
+#[utoipa::path(delete, path = "/api/registrationkeys/{id}", tag = "registrationkeys", operation_id = "revoke_registration_key",
     extensions(("x-required-role" = json!("Admin"))),
     params(("id" = Uuid, Path, description = "The registration key's id")),
     responses(

@@ -378,8 +378,9 @@ impl FromRequestParts<AppState> for Downloader {
         ("If-Range" = Option<String>, Header, description = "Honour `Range` only if the content still has this ETag"),
     ),
     responses(
-        (status = 200, description = "The content", content_type = "application/octet-stream", body = Binary),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Binary),
+        // As uploaded: the media type the content was uploaded with (else octet-stream).
+        (status = 200, description = "The content, with the media type it was uploaded with", content_type = "*/*", body = Binary),
+        (status = 206, description = "The requested range", content_type = "*/*", body = Binary),
         (status = 304, description = "Not modified"),
         (status = 401, description = "Not signed in, or wrong node credentials", body = ErrorBody),
         (status = 403, description = "A node: no deploy job of this node uses the version", body = ErrorBody),

@@ -5,17 +5,88 @@ use serde::{Deserialize, Deserializer, Serialize, de::IgnoredAny};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use utoipa::openapi::{
+    RefOr,
+    schema::{AllOfBuilder, ObjectBuilder, Schema, Type},
+};
+
 use crate::{
     error::ApiError,
-    http::{merge_patch::Patch, time::Timestamp, validate::Checks},
+    http::{
+        merge_patch::Patch,
+        schema::{Description, text_schema},
+        time::Timestamp,
+        validate::Checks,
+    },
 };
 
 pub const NAME_MAX: usize = 200;
 pub const CATEGORY_MAX: usize = 500;
 pub const PATH_MAX: usize = 1024;
-pub const DESCRIPTION_MAX: usize = 2000;
+pub use crate::http::validate::DESCRIPTION_MAX;
 /// What every category starts with.
 pub const CATEGORY_ROOT: &str = "/organization/";
+
+text_schema!(
+    /// A resource's name.
+    pub ResourceName,
+    NAME_MAX
+);
+
+/// A path segment that is not `.` or `..` (nor empty), without the separators and control
+/// characters `separators` excludes, as a regular expression.
+fn clean_segment(excluded: &str) -> String {
+    format!("([^{excluded}.][^{excluded}]*|\\.[^{excluded}.][^{excluded}]*|\\.\\.[^{excluded}]+)")
+}
+
+/// What `check_category` accepts (documentation only).
+pub struct Category;
+
+impl utoipa::PartialSchema for Category {
+    fn schema() -> RefOr<Schema> {
+        let segment = clean_segment(r"/\x00-\x1f\x7f-\x9f");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(CATEGORY_MAX))
+            .pattern(Some(format!("^/organization/({segment}(/{segment})*/*)?$")))
+            .examples([CATEGORY_ROOT, "/organization/plant-1/"])
+            .into()
+    }
+}
+
+impl ToSchema for Category {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Category")
+    }
+}
+
+/// What `check_path` accepts (documentation only).
+pub struct FilePath;
+
+impl utoipa::PartialSchema for FilePath {
+    fn schema() -> RefOr<Schema> {
+        let segment = clean_segment(r"/\\\x00-\x1f\x7f-\x9f");
+        let no_space = r"[^\s\x00-\x1f\x7f-\x9f]";
+        AllOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(PATH_MAX))
+                    .pattern(Some(format!(r"^[/\\]?{segment}([/\\]{segment})*$"))),
+            )
+            // Not starting or ending with a space.
+            .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(format!("^{no_space}(.*{no_space})?$"))))
+            .examples(["data/calibration.csv"])
+            .into()
+    }
+}
+
+impl ToSchema for FilePath {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("FilePath")
+    }
+}
 
 /// What a resource holds: a file or script deployed beside a flow, or connection settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -137,20 +208,21 @@ pub struct NewResource {
     /// The caller's active organization (see `GET /api/users/me`).
     pub organization_id: Uuid,
     /// 1 to 200 characters, unique within its category.
-    #[schema(example = "Calibration table")]
+    #[schema(value_type = ResourceName, example = "Calibration table")]
     pub name: String,
     #[serde(rename = "type")]
     pub resource_type: ResourceType,
     /// The category's path: `/organization/` followed by sub-categories, e.g. `/organization/plant-1/`.
-    #[schema(example = "/organization/")]
+    #[schema(value_type = Category)]
     pub category: String,
     /// Local file name with path on the node; required for File, PythonScript and CSharpScript.
     /// Relative or absolute, with no `.`/`..` segments or empty segments.
     #[serde(default)]
-    #[schema(example = "data/calibration.csv")]
+    #[schema(value_type = Option<FilePath>)]
     pub path: Option<String>,
     /// At most 2000 characters.
     #[serde(default)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
 }
 
@@ -172,20 +244,23 @@ impl NewResource {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourcePatch {
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = ResourceName)]
     pub name: Patch<String>,
+    /// Cannot be cleared.
     #[serde(default, rename = "type")]
-    #[schema(value_type = Option<ResourceType>)]
+    #[schema(value_type = ResourceType)]
     pub resource_type: Patch<ResourceType>,
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Category)]
     pub category: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<FilePath>)]
     pub path: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Patch<String>,
 }
 
@@ -236,8 +311,39 @@ fn size_in_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::E
     Ok(size)
 }
 
+/// `sizeInBytes` that may be `null` (as absent: unchanged).
 fn optional_size_in_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-    size_in_bytes(deserializer).map(Some)
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(value) => size_in_bytes(value).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A size in bytes as requests give it (documentation only): a whole number, or a string of
+/// digits as Crosser's example writes it.
+pub struct SizeInBytes;
+
+impl utoipa::PartialSchema for SizeInBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(0)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[0-9]{1,18}$")))
+            .description(Some("Bytes: a whole number, or a string of digits."))
+            .examples([1024])
+            .into()
+    }
+}
+
+impl ToSchema for SizeInBytes {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("SizeInBytes")
+    }
 }
 
 /// A new draft (Crosser's call: `description`, `sizeInBytes`).
@@ -246,10 +352,11 @@ fn optional_size_in_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<
 pub struct NewVersion {
     /// At most 2000 characters.
     #[serde(default)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
     /// The size of the content to be uploaded, in bytes (a number, or a string of digits).
     #[serde(deserialize_with = "size_in_bytes")]
-    #[schema(value_type = i64, example = 1024)]
+    #[schema(value_type = SizeInBytes)]
     pub size_in_bytes: i64,
 }
 
@@ -261,13 +368,14 @@ pub struct NewVersion {
 pub struct VersionUpdate {
     /// At most 2000 characters; absent or `null` clears it.
     #[serde(default)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
     /// `Completed` freezes a draft whose content has been uploaded.
     pub state: VersionState,
     /// May change while the version is a draft (the content must then be uploaded again to
     /// match it).
     #[serde(default, deserialize_with = "optional_size_in_bytes")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<SizeInBytes>)]
     pub size_in_bytes: Option<i64>,
     #[serde(default)]
     #[schema(value_type = Option<Uuid>, read_only)]
@@ -329,6 +437,7 @@ pub struct UploadStart {
     /// Bytes per part (every part but the last), 1 MiB to 256 MiB; default from the server's
     /// configuration (8 MiB).
     #[serde(default)]
+    #[schema(minimum = 1048576, maximum = 268435456)]
     pub part_size: Option<i64>,
 }
 
@@ -370,10 +479,13 @@ pub struct UploadedPart {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CompleteUpload {
+    #[schema(max_items = 10000)]
     pub parts: Vec<CompletePart>,
     #[serde(default)]
+    #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
     pub sha256: Option<String>,
     #[serde(default, alias = "md5sum")]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub md5: Option<String>,
 }
 
@@ -381,6 +493,7 @@ pub struct CompleteUpload {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CompletePart {
     #[serde(alias = "PartNumber")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub part_number: i32,
     #[serde(alias = "ETag", alias = "eTag")]
     pub etag: String,
@@ -442,18 +555,7 @@ pub fn check_path_for(checks: &mut Checks, resource_type: ResourceType, path: Op
     }
 }
 
-pub fn check_description(checks: &mut Checks, field: &str, value: &str) {
-    if value.chars().count() > DESCRIPTION_MAX {
-        checks.fail(field, format!("must be at most {DESCRIPTION_MAX} characters"));
-    } else if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        checks.fail(field, "must not contain control characters");
-    }
-}
-
-/// A trimmed description, with an empty one meaning none.
-pub fn clean_description(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|v| !v.is_empty())
-}
+pub use crate::http::validate::{check_description, clean_description};
 
 /// The file name a download is offered as: the last segment of the resource's path, else its
 /// name.

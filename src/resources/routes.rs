@@ -25,7 +25,7 @@ use crate::{
     events::store::NewEvent,
     http::{
         extract::{Json, Path},
-        list::{ListParams, ListQuery, Page, QueryParams},
+        list::{ListQuery, Page, QueryParams, list_params},
         validate::Checks,
     },
     state::AppState,
@@ -95,13 +95,15 @@ async fn create_resource(
     Ok((StatusCode::CREATED, Json(row.into_api(None))))
 }
 
+list_params!(ResourceListParams = store::RESOURCE_LIST_SPEC);
+
 /// List the organization's resources
 ///
 /// Properties: id, name, type, category, path, description, createdAt, updatedAt. By name by
 /// default.
 #[utoipa::path(get, path = "/api/resources", tag = "resources",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(ListParams),
+    params(ResourceListParams),
     responses(
         (status = 200, description = "One page of resources", body = Page<Resource>),
         (status = 400, description = "Bad paging, order or filter", body = ErrorBody),
@@ -156,7 +158,7 @@ async fn get_resource(
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Needs Editor", body = ErrorBody),
         (status = 404, description = "No such resource in this organization", body = ErrorBody),
-        (status = 409, description = "A resource with this name exists in the category (`DUPLICATE_NAME`)", body = ErrorBody),
+        (status = 409, description = "A resource with this name exists in the category (`DUPLICATE_NAME`), or the patch leaves a file-like resource without a path (`PATH_REQUIRED`)", body = ErrorBody),
     ))]
 async fn patch_resource(
     State(state): State<AppState>,
@@ -169,6 +171,9 @@ async fn patch_resource(
     let category = patch.category.required("category")?;
     let path = patch.path.optional();
     let description = patch.description.optional();
+    // A file-like type without a path in the patch itself is a bad request (400, below); one that
+    // comes from what is stored is a conflict with the resource's state.
+    let type_and_no_path_in_patch = resource_type.is_some() && matches!(path, Some(None));
 
     let mut tx = state.db.begin().await?;
     let current =
@@ -178,6 +183,12 @@ async fn patch_resource(
     let category = category.as_deref().unwrap_or(&current.category);
     let path = path.as_ref().map_or(current.path.as_deref(), Option::as_deref);
     let description = description.as_ref().map_or(current.description.as_deref(), |d| clean_description(d.as_deref()));
+    if resource_type.needs_path() && path.is_none() && !type_and_no_path_in_patch {
+        return Err(ApiError::conflict(
+            "PATH_REQUIRED",
+            format!("resources of type {} need a path; give one in the same patch", resource_type.as_str()),
+        ));
+    }
 
     let mut checks = Checks::new();
     checks.text("name", name, NAME_MAX);

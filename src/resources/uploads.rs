@@ -100,10 +100,11 @@ async fn start_upload(
     Path((resource_id, id)): Path<(Uuid, Uuid)>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<UploadSession>)> {
+    // No body, or JSON `null`, means the defaults.
     let start: UploadStart = if body.iter().all(u8::is_ascii_whitespace) {
         UploadStart::default()
     } else {
-        serde_json::from_slice(&body).map_err(|err| ApiError::BadRequest(format!("invalid request body: {err}")))?
+        crate::http::extract::from_json_bytes::<Option<UploadStart>>(&body)?.unwrap_or_default()
     };
     let default_part_size = i64::try_from(state.config.upload_part_size_bytes).unwrap_or(MAX_PART_SIZE);
     let part_size = start.part_size.unwrap_or(default_part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE));
@@ -177,8 +178,10 @@ async fn get_upload(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The draft's id"),
         ("uploadId" = Uuid, Path, description = "The session's id"),
-        ("partNumber" = i32, Path, description = "1 to 10000"),
-        ("Content-MD5" = Option<String>, Header, description = "Base64 md5 of the part, checked when sent"),
+        ("partNumber" = i32, Path, description = "1 to 10000", minimum = 1, maximum = 10000),
+        // Base64 of 16 bytes: 21 characters, one whose low bits are zero, and the padding.
+        ("Content-MD5" = Option<String>, Header, description = "Base64 md5 of the part, checked when sent",
+            pattern = "^[A-Za-z0-9+/]{21}[AQgw]==$"),
     ),
     request_body(content = Binary, content_type = "application/octet-stream"),
     responses(

@@ -23,7 +23,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorBody},
     http::{
         extract::{Json, Path},
-        list::{ListParams, ListQuery, Page, QueryParams},
+        list::{ListQuery, Page, QueryParams, list_params},
         validate::Checks,
     },
     state::AppState,
@@ -91,13 +91,15 @@ async fn create_version(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
+list_params!(VersionListParams = store::VERSION_LIST_SPEC);
+
 /// List a resource's versions
 ///
 /// Properties: id, version, state, description, sizeInBytes, sha256, createdAt, updatedAt,
 /// completedAt. By version number by default.
-#[utoipa::path(get, path = "/api/resources/{resourceId}/versions", tag = "resources",
+#[utoipa::path(get, path = "/api/resources/{resourceId}/versions", tag = "resources", operation_id = "list_resource_versions",
     extensions(("x-required-role" = json!("Viewer"))),
-    params(("resourceId" = Uuid, Path, description = "The resource's id"), ListParams),
+    params(("resourceId" = Uuid, Path, description = "The resource's id"), VersionListParams),
     responses(
         (status = 200, description = "One page of versions", body = Page<ResourceVersion>),
         (status = 400, description = "Bad paging, order or filter", body = ErrorBody),
@@ -123,7 +125,7 @@ async fn list_versions(
 ///
 /// Its state and its content's metadata. The body, with only `state` changed, is a valid `PUT`.
 /// `ETag` changes with every change of the version; `PUT` honours `If-Match`.
-#[utoipa::path(get, path = "/api/resources/{resourceId}/versions/{id}", tag = "resources",
+#[utoipa::path(get, path = "/api/resources/{resourceId}/versions/{id}", tag = "resources", operation_id = "get_resource_version",
     extensions(("x-required-role" = json!("Viewer"))),
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
@@ -176,6 +178,7 @@ fn check_if_match(headers: &HeaderMap, row: &VersionRow) -> ApiResult<()> {
     params(
         ("resourceId" = Uuid, Path, description = "The resource's id"),
         ("id" = Uuid, Path, description = "The version's id"),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` of `GET`: refuse (412) if the draft changed meanwhile"),
     ),
     request_body = VersionUpdate,
     responses(
@@ -208,11 +211,11 @@ async fn put_version(
         .await?
         .ok_or(ApiError::NotFound("resource version"))?;
     ensure_draft(&current)?;
-    check_if_match(&headers, &current)?;
     let size_in_bytes = body.size_in_bytes.unwrap_or(current.size_in_bytes);
     if size_in_bytes != current.size_in_bytes {
         check_max_size(&state, size_of(size_in_bytes))?;
     }
+    check_if_match(&headers, &current)?;
     let mut released = Vec::new();
     if body.state == VersionState::Completed {
         if !current.has_content() {

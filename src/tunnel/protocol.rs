@@ -24,6 +24,24 @@ pub mod close_code {
     pub const PROTOCOL_VIOLATION: u16 = 4003;
     /// The server is shutting down: reconnect (to another replica) with jittered backoff.
     pub const GOING_AWAY: u16 = 1001;
+    /// Broken WebSocket framing (RFC 6455).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8 (RFC 6455).
+    pub const INVALID_DATA: u16 = 1007;
+    /// A frame or message over the server's limit (RFC 6455).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+
+    /// The reason the server gives with one of its own codes.
+    pub fn reason(code: u16) -> &'static str {
+        match code {
+            REPLACED => "replaced by a newer connection",
+            NODE_DELETED => "node deleted",
+            KEY_ROTATED => "access key rotated",
+            PROTOCOL_VIOLATION => "protocol violation",
+            GOING_AWAY => "server shutting down",
+            _ => "closed by the server",
+        }
+    }
 }
 
 /// Messages a node sends.

@@ -20,7 +20,6 @@ use crate::{
 const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 0;
 const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
-const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(tunnel))
@@ -57,7 +56,9 @@ async fn tunnel(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES.min(max_message))
+        // A frame may be a whole message: agents (ours included) send each message in one frame,
+        // so a smaller frame limit would close a node's tunnel for a message within the limit.
+        .max_frame_size(max_message)
         .max_message_size(max_message)
         .on_upgrade(move |socket| session::run(hub, socket, node, ip.map(|ip| ip.to_string())))
 }

@@ -4,7 +4,21 @@ use utoipa::ToSchema;
 use crate::http::time::Timestamp;
 use uuid::Uuid;
 
-use crate::{auth::roles::Role, http::merge_patch::Patch};
+use crate::{
+    auth::{password::Password, roles::Role},
+    http::{
+        merge_patch::Patch,
+        schema::{Email, text_schema},
+    },
+};
+
+pub const NAME_MAX: usize = 200;
+
+text_schema!(
+    /// A user's name.
+    pub UserName,
+    NAME_MAX
+);
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -40,11 +54,13 @@ pub struct Me {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MePatch {
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = UserName)]
     pub name: Patch<String>,
+    /// Cannot be cleared.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Email)]
     pub email: Patch<String>,
 }
 
@@ -52,6 +68,7 @@ pub struct MePatch {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordChange {
     pub current_password: String,
+    #[schema(value_type = Password)]
     pub new_password: String,
 }
 

@@ -7,7 +7,7 @@ use axum::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    model::{Me, MePatch, OrganizationMembership, OrganizationRef, OrganizationSwitch, PasswordChange},
+    model::{Me, MePatch, NAME_MAX, OrganizationMembership, OrganizationRef, OrganizationSwitch, PasswordChange},
     store,
 };
 use crate::{
@@ -59,6 +59,8 @@ async fn load_me(state: &AppState, auth: &AuthContext) -> ApiResult<Me> {
 /// `organizations` (every one the user belongs to, with the role there).
 #[utoipa::path(get, path = "/api/users/me", tag = "users",
     extensions(("x-required-role" = json!("Viewer"))),
+    // A signed-in user only: API keys act for an organization, not a person (403).
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The user", body = Me),
         (status = 401, description = "Not signed in", body = ErrorBody),
@@ -73,6 +75,8 @@ async fn get_me(State(state): State<AppState>, auth: AuthContext) -> ApiResult<J
 /// JSON Merge Patch of `name` and `email`.
 #[utoipa::path(patch, path = "/api/users/me", tag = "users",
     extensions(("x-required-role" = json!("Viewer"))),
+    // A signed-in user only: API keys act for an organization, not a person (403).
+    security(("bearer" = [])),
     request_body(content = MePatch, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The updated user", body = Me),
@@ -87,7 +91,7 @@ async fn patch_me(State(state): State<AppState>, auth: AuthContext, Json(patch):
     let email = patch.email.required("email")?;
     let mut checks = Checks::new();
     if let Some(name) = &name {
-        checks.text("name", name, 200);
+        checks.text("name", name, NAME_MAX);
     }
     if let Some(email) = &email {
         checks.email("email", email);
@@ -109,12 +113,14 @@ async fn patch_me(State(state): State<AppState>, auth: AuthContext, Json(patch):
 /// Every other session of the user is signed out; this one stays.
 #[utoipa::path(post, path = "/api/users/me/password", tag = "users",
     extensions(("x-required-role" = json!("Viewer"))),
+    // A signed-in user only: API keys act for an organization, not a person (403).
+    security(("bearer" = [])),
     request_body = PasswordChange,
     responses(
         (status = 204, description = "Changed"),
-        (status = 400, description = "The current password is wrong or the new one too weak", body = ErrorBody),
+        (status = 400, description = "The new password breaks the rules", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "API keys are not users", body = ErrorBody),
+        (status = 403, description = "The current password is wrong (`WRONG_PASSWORD`), or an API key called", body = ErrorBody),
     ))]
 async fn change_password(
     State(state): State<AppState>,
@@ -125,7 +131,11 @@ async fn change_password(
     check_password_rules("newPassword", &body.new_password)?;
     let user = store::find(&mut *state.db.acquire().await?, user_id).await?.ok_or(ApiError::NotFound("user"))?;
     if !state.passwords.verify(body.current_password, Some(user.password_hash)).await? {
-        return Err(ApiError::invalid_field("currentPassword", "is not the current password"));
+        // The caller is signed in (not a 401) but failed to prove it again for this change.
+        return Err(ApiError::Refused {
+            code: "WRONG_PASSWORD",
+            message: "currentPassword is not the current password".into(),
+        });
     }
     let hash = state.passwords.hash(body.new_password).await?;
     let mut tx = state.db.begin().await?;
@@ -151,6 +161,8 @@ async fn change_password(
 /// user has there.
 #[utoipa::path(put, path = "/api/users/me/organization", tag = "users",
     extensions(("x-required-role" = json!("Viewer"))),
+    // A signed-in user only: API keys act for an organization, not a person (403).
+    security(("bearer" = [])),
     request_body = OrganizationSwitch,
     responses(
         (status = 200, description = "Tokens for the chosen organization", body = TokenResponse),

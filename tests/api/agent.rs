@@ -36,7 +36,7 @@ async fn node_view(app: &TestApp, session: &Session, node_id: Uuid) -> Value {
     value
 }
 
-async fn online(app: &TestApp, session: &Session, node_id: Uuid) -> bool {
+pub(crate) async fn online(app: &TestApp, session: &Session, node_id: Uuid) -> bool {
     node_view(app, session, node_id).await["online"] == true
 }
 
@@ -69,7 +69,7 @@ async fn enqueue_job(
     enqueue(&mut app.db().await, &[job]).await.unwrap()[0].id
 }
 
-async fn job_state(app: &TestApp, session: &Session, node: &Node, job_id: Uuid) -> Value {
+pub(crate) async fn job_state(app: &TestApp, session: &Session, node: &Node, job_id: Uuid) -> Value {
     get(app, session, &format!("/api/edgenodes/{}/jobs/{job_id}", node.id)).await.1
 }
 

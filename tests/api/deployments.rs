@@ -14,7 +14,7 @@ async fn fast_app() -> TestApp {
 }
 
 /// A flow definition with `versions` published versions; answers its id and the version ids.
-async fn publish_flow(app: &TestApp, session: &Session, name: &str, versions: usize) -> (Uuid, Vec<Uuid>) {
+pub(crate) async fn publish_flow(app: &TestApp, session: &Session, name: &str, versions: usize) -> (Uuid, Vec<Uuid>) {
     let (status, definition) =
         body(app.post("/api/flowdefinitions", session).json(&json!({"name": name})).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::CREATED, "{definition}");
@@ -55,7 +55,12 @@ fn agent(app: &TestApp, node: &Node, fails: bool) -> AgentHandle {
 }
 
 fn agent_with(app: &TestApp, node: &Node, fails: bool, job_duration: Duration) -> AgentHandle {
-    let mut config = AgentConfig::new(app.base_url.clone(), node.id, node.key.clone());
+    agent_at(&app.base_url, node, fails, job_duration)
+}
+
+/// A reference agent for the node, connecting to the server at `server` (a base URL).
+pub(crate) fn agent_at(server: &str, node: &Node, fails: bool, job_duration: Duration) -> AgentHandle {
+    let mut config = AgentConfig::new(server, node.id, node.key.clone());
     config.fail_fraction = if fails { 1.0 } else { 0.0 };
     config.job_duration = job_duration;
     config.backoff_base = Duration::from_millis(50);
@@ -70,7 +75,7 @@ async fn deployment(app: &TestApp, session: &Session, id: &str) -> Value {
     value
 }
 
-async fn wait_state(app: &TestApp, session: &Session, id: &str, state: &str) -> Value {
+pub(crate) async fn wait_state(app: &TestApp, session: &Session, id: &str, state: &str) -> Value {
     let reached =
         eventually(Duration::from_secs(20), || async { deployment(app, session, id).await["state"] == state }).await;
     let current = deployment(app, session, id).await;
@@ -506,14 +511,18 @@ async fn drafts_go_to_dev_and_test_nodes_only_and_bad_requests_are_refused() {
             json!({"flowDefinitionId": definition, "flowId": flows[0], "nodeIds": [dev.id], "color": "red"}),
             "BAD_REQUEST",
         ),
-        (
-            json!({"flowDefinitionId": definition, "flowId": flows[0], "labels": {"nothing": "matches"}}),
-            "VALIDATION_FAILED",
-        ),
     ] {
         let (status, value) = body(create(body_json.clone()).await.unwrap()).await;
         assert_error(status, &value, StatusCode::BAD_REQUEST, code);
     }
+    // No node with these labels: nothing to deploy to, as for an unknown node.
+    let (status, value) = body(
+        create(json!({"flowDefinitionId": definition, "flowId": flows[0], "labels": {"nothing": "matches"}}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
     let (status, value) = body(
         create(json!({"flowDefinitionId": definition, "flowId": Uuid::now_v7(), "nodeIds": [dev.id]})).await.unwrap(),
     )

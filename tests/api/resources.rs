@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{helpers::*, wire::create_node};
+use crate::{faults::process::ServerProcess, helpers::*, wire::create_node};
 
 const MIB: usize = 1024 * 1024;
 
@@ -48,10 +48,6 @@ fn md5_hex(bytes: &[u8]) -> String {
 
 fn id_of(value: &Value) -> String {
     value["id"].as_str().unwrap_or_else(|| panic!("no id in {value}")).to_owned()
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    body(request.send().await.expect("request")).await
 }
 
 /// Every file under the test server's blob directory (staging files included).
@@ -352,9 +348,13 @@ async fn resource_fields_are_validated() {
     .await;
     assert_error(status, &value, StatusCode::CONFLICT, "DUPLICATE_NAME");
 
-    // Merge patch: a file type keeps needing a path; '..' is refused; changes apply.
+    // Merge patch: a file type keeps needing a path (clearing the stored one conflicts with the
+    // stored type; a patch naming both is simply invalid); '..' is refused; changes apply.
     let id = id_of(&resource);
     let (status, value) = send(app.patch(&format!("/api/resources/{id}"), &owner).json(&json!({"path": null}))).await;
+    assert_error(status, &value, StatusCode::CONFLICT, "PATH_REQUIRED");
+    let (status, value) =
+        send(app.patch(&format!("/api/resources/{id}"), &owner).json(&json!({"type": "File", "path": null}))).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
     let (status, value) =
         send(app.patch(&format!("/api/resources/{id}"), &owner).json(&json!({"path": "a/../b"}))).await;
@@ -730,29 +730,10 @@ async fn a_server_killed_mid_upload_leaves_no_completed_version_and_no_orphan() 
     let resource = id_of(&create_resource(&app, &owner, "Crash", "crash.bin").await);
     let version = id_of(&create_version(&app, &owner, &resource, 64 * MIB).await);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let data_dir = app.server.as_ref().unwrap().state.config.data_dir.clone();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-        .env("DATABASE_URL", &app.database_url)
-        .env("EDGEFLOW_LISTEN", format!("127.0.0.1:{port}"))
-        .env("EDGEFLOW_DATA_DIR", &data_dir)
-        .env("EDGEFLOW_HEARTBEAT_SECONDS", "1")
-        .env("EDGEFLOW_OFFLINE_AFTER_SECONDS", "3")
-        .env("EDGEFLOW_DB_MAX_CONNECTIONS", "4")
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the server binary");
-    let other = format!("http://127.0.0.1:{port}");
+    let mut child = ServerProcess::start(&app.database_url, "127.0.0.1:0".parse().unwrap(), &data_dir, &[]).await;
+    let other = child.url();
     let client = reqwest::Client::new();
-    let up = eventually(Duration::from_secs(30), || {
-        let request = client.get(format!("{other}/healthz")).send();
-        async move { request.await.is_ok_and(|r| r.status().is_success()) }
-    })
-    .await;
-    assert!(up, "the server process did not come up");
 
     // Stream 12 MiB of the declared 64 MiB to the other process, then kill it.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
@@ -773,8 +754,7 @@ async fn a_server_killed_mid_upload_leaves_no_completed_version_and_no_orphan() 
     })
     .await;
     assert!(writing, "the upload did not reach the disk: {:?}", blob_files(&app));
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    child.kill().await;
     drop(sender);
     let _ = upload.await;
 

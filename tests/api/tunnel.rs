@@ -27,6 +27,19 @@ async fn start(app: &TestApp, session: &Session, node: &Node, flow: Uuid) -> Val
 }
 
 #[tokio::test]
+async fn waiting_for_a_job_ends_before_the_request_timeout() {
+    let app = TestApp::spawn_with(|config| config.request_timeout_seconds = 3).await;
+    let owner = app.owner().await;
+    let node = create_node(&app, &owner, "Line1").await;
+    let flow = create_flow_definition(&app, &owner, "Temperature").await;
+    // The node is offline: the job stays queued, and the answer says so (202), not a 503.
+    let path = format!("/api/edgenodes/{}/flows/{flow}/start?wait=60", node.id);
+    let (status, job) = body(app.post(&path, &owner).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["state"], "Queued");
+}
+
+#[tokio::test]
 async fn bad_credentials_are_refused_before_the_upgrade() {
     let app = TestApp::spawn().await;
     let owner = app.owner().await;
@@ -197,6 +210,34 @@ async fn a_job_created_on_one_replica_reaches_a_node_on_another() {
 }
 
 #[tokio::test]
+async fn a_node_message_larger_than_a_frame_buffer_keeps_the_tunnel_open() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner().await;
+    let node = create_node(&app, &owner, "Line1").await;
+    let (mut wire, _) = Wire::connect(&app, &node).await;
+    let logs = format!("/api/edgenodes/{}/logs?tail=1000", node.id);
+    // 100 KB in one frame (as agents send every message), within the message limit.
+    let lines: Vec<String> = (0..1000).map(|i| format!("{i:04} {}", "x".repeat(95))).collect();
+    let call = app.get(&logs, &owner).send();
+    let answer = async {
+        let request = wire.recv_type("request").await;
+        wire.send(json!({"type": "response", "id": request["id"], "ok": true, "result": {"lines": lines}})).await;
+        // Still connected: the next call is answered too.
+        let request = wire.recv_type("request").await;
+        wire.send(json!({"type": "response", "id": request["id"], "ok": true, "result": {"status": "ok"}})).await;
+    };
+    let calls = async {
+        let (status, value) = body(call.await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        assert_eq!(value["lines"].as_array().map(Vec::len), Some(1000));
+        let (status, value) =
+            body(app.get(&format!("/api/edgenodes/{}/health", node.id), &owner).send().await.unwrap()).await;
+        assert_eq!((status, &value["status"]), (StatusCode::OK, &json!("ok")), "{value}");
+    };
+    tokio::join!(answer, calls);
+}
+
+#[tokio::test]
 async fn synchronous_calls_answer_from_any_replica_with_clear_errors() {
     let app = TestApp::spawn().await;
     let replica = app.replica().await;
@@ -238,6 +279,25 @@ async fn synchronous_calls_answer_from_any_replica_with_clear_errors() {
     let (status, value) =
         body(app.get(&format!("/api/edgenodes/{}/logs?tail=0", node.id), &owner).send().await.unwrap()).await;
     assert_error(status, &value, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+}
+
+#[tokio::test]
+async fn shadow_documents_keep_extreme_numbers_and_refuse_nul() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner().await;
+    let node = create_node(&app, &owner, "Line1").await;
+    let path = format!("/api/edgenodes/{}/shadow", node.id);
+    // Stored as jsonb, read back in full: still the same numbers.
+    let extremes = json!({"max": f64::MAX, "min": -f64::MAX, "tiny": 5e-324});
+    let (status, shadow) = body(app.patch(&path, &owner).json(&extremes).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{shadow}");
+    let (status, shadow) = body(app.get(&path, &owner).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{shadow}");
+    assert_eq!(shadow["desired"], extremes);
+    // jsonb cannot hold NUL: refused before anything else, whatever If-Match says.
+    let response = app.patch(&path, &owner).header("if-match", "\"99\"").json(&json!({"a\u{0}": 1})).send();
+    let (status, value) = body(response.await.unwrap()).await;
+    assert_error(status, &value, StatusCode::BAD_REQUEST, "BAD_REQUEST");
 }
 
 #[tokio::test]
