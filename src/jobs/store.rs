@@ -1,7 +1,7 @@
 //! Jobs in SQL: enqueueing (in the caller's transaction, with the bus poke), taking jobs for
 //! delivery, applying the nodes' updates in batches, canceling, expiring.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -124,6 +124,23 @@ pub async fn cancel(
     .bind(node_id)
     .bind(organization_id)
     .fetch_optional(conn)
+    .await
+}
+
+/// Jobs of these nodes canceled in the last `within` after they had been sent: the nodes may
+/// hold them, and a replica whose bus listener was away may have missed telling them.
+pub async fn recently_canceled_after_sending(
+    pool: &PgPool,
+    nodes: &[Uuid],
+    within: Duration,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT node_id, id FROM node_jobs WHERE node_id = ANY($1) AND state = 'Canceled' \
+         AND sent_at IS NOT NULL AND finished_at > now() - make_interval(secs => $2) ORDER BY node_id, seq",
+    )
+    .bind(nodes)
+    .bind(within.as_secs_f64())
+    .fetch_all(pool)
     .await
 }
 
@@ -293,11 +310,7 @@ pub async fn shadows_of(pool: &PgPool, nodes: &[Uuid]) -> Result<Vec<(Uuid, Valu
 }
 
 /// Waits (polling) until the job is final or `within` passes; answers its latest row.
-pub async fn wait_final(
-    pool: &PgPool,
-    job_id: Uuid,
-    within: std::time::Duration,
-) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn wait_final(pool: &PgPool, job_id: Uuid, within: Duration) -> Result<Option<JobRow>, sqlx::Error> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let row = find_by_id(pool, job_id).await?;
@@ -305,6 +318,6 @@ pub async fn wait_final(
         if done || tokio::time::Instant::now() >= deadline {
             return Ok(row);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -26,6 +26,9 @@ use super::{
 };
 use crate::{config::Config, error::ApiError, jobs::store as job_store};
 
+/// How far back a replica whose bus listener reconnected tells its nodes of canceled jobs again.
+const CANCELS_TOLD_AGAIN_WITHIN: Duration = Duration::from_secs(15 * 60);
+
 /// Calls answered by the node with a body larger than this go through a table, not the bus.
 const INLINE_REPLY_BYTES: usize = 7000;
 /// Slots in a session's outbound queue; a node that falls this far behind is disconnected.
@@ -263,9 +266,21 @@ impl Hub {
         if held.is_empty() {
             return;
         }
-        self.deliver_jobs(held.iter().map(|(node, _)| *node).collect());
-        for (node, _) in &held {
+        let nodes: Vec<Uuid> = held.iter().map(|(node, _)| *node).collect();
+        self.deliver_jobs(nodes.clone());
+        for node in &nodes {
             let _ = self.deliveries.send(Delivery::Shadow(*node));
+        }
+        // A cancel told again is harmless (the node drops a job it does not hold); one never told
+        // lets the node run a canceled job. A listener is away for seconds, so a window of
+        // minutes covers it.
+        match job_store::recently_canceled_after_sending(&self.db, &nodes, CANCELS_TOLD_AGAIN_WITHIN).await {
+            Ok(canceled) => {
+                for (node_id, job_id) in canceled {
+                    self.tell_canceled(node_id, job_id);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "resending cancels after a bus outage failed"),
         }
         match super::presence::stale_sessions(&self.db, &held).await {
             Ok(stale) => {
@@ -282,6 +297,15 @@ impl Hub {
         }
     }
 
+    /// Tells the node, if held here, that a job it may hold is canceled.
+    fn tell_canceled(&self, node_id: Uuid, job_id: Uuid) {
+        if let Some((_, tx)) = self.sender(node_id)
+            && let Ok(text) = serde_json::to_string(&ServerMessage::JobCanceled(JobCanceled { job_id }))
+        {
+            let _ = tx.try_send(Outbound::Text(text));
+        }
+    }
+
     /// Acts on a message from the bus.
     pub async fn on_bus(&self, message: BusMessage) {
         match message {
@@ -292,13 +316,7 @@ impl Hub {
                     self.deliver_jobs(held);
                 }
             }
-            BusMessage::JobCanceled { node_id, job_id } => {
-                if let Some((_, tx)) = self.sender(node_id)
-                    && let Ok(text) = serde_json::to_string(&ServerMessage::JobCanceled(JobCanceled { job_id }))
-                {
-                    let _ = tx.try_send(Outbound::Text(text));
-                }
-            }
+            BusMessage::JobCanceled { node_id, job_id } => self.tell_canceled(node_id, job_id),
             BusMessage::Disconnect { node_id, code, reason, keep_session } => {
                 self.close_local(node_id, code, &reason, keep_session);
             }

@@ -278,8 +278,8 @@ async fn end_listeners(app: &TestApp) {
 }
 
 /// What happens while the replicas' listeners are away (they come back after a second) is not
-/// missed: a sign-out, a shadow change, a job, a rotated key and a deleted node, all made on one
-/// replica for nodes held by the other, and the events feed.
+/// missed: a sign-out, a shadow change, a job, a canceled job, a rotated key and a deleted node,
+/// all made on one replica for nodes held by the other, and the events feed.
 #[tokio::test]
 async fn listeners_that_lose_their_connection_catch_up_on_what_they_missed() {
     let app = TestApp::spawn().await;
@@ -292,6 +292,11 @@ async fn listeners_that_lose_their_connection_catch_up_on_what_they_missed() {
     let deleted = create_node(&app, &owner, "Line3").await;
     let (mut rotated_wire, _) = Wire::connect(&replica, &rotated).await;
     let (mut deleted_wire, _) = Wire::connect(&replica, &deleted).await;
+    // A node that holds a job it has not started, which is then canceled.
+    let holder = create_node(&app, &owner, "Line4").await;
+    let (mut holder_wire, _) = Wire::connect(&replica, &holder).await;
+    let held = command(&app, &owner, &holder, definition, "start").await;
+    assert_eq!(holder_wire.recv_type("job").await["id"], held.to_string());
     assert!(eventually(WITHIN, || online(&app, &owner, node.id)).await);
     let signed_in = app.owner().await;
     let mut feed = EventFeed::open(&replica, &owner).await;
@@ -307,6 +312,8 @@ async fn listeners_that_lose_their_connection_catch_up_on_what_they_missed() {
     assert_eq!(rotate.status(), StatusCode::OK);
     let delete = app.delete(&format!("/api/edgenodes/{}", deleted.id), &owner).send().await.unwrap();
     assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    let cancel = app.delete(&format!("/api/edgenodes/{}/jobs/{held}", holder.id), &owner).send().await.unwrap();
+    assert_eq!(cancel.status(), StatusCode::OK);
 
     let refused = eventually(Duration::from_secs(5), || async {
         replica.get("/api/users/me", &signed_in).send().await.is_ok_and(|r| r.status() == StatusCode::UNAUTHORIZED)
@@ -327,6 +334,7 @@ async fn listeners_that_lose_their_connection_catch_up_on_what_they_missed() {
     );
     assert_eq!(rotated_wire.closed_with().await, Some(4002), "the socket of a rotated key stays open");
     assert_eq!(deleted_wire.closed_with().await, Some(4001), "the socket of a deleted node stays open");
+    assert_eq!(holder_wire.recv_type("jobCanceled").await["jobId"], held.to_string(), "the node was never told");
     feed.wait_for("node.delete").await;
     agent.stop().await;
 }
