@@ -26,6 +26,8 @@ use super::{
 };
 use crate::{config::Config, error::ApiError, jobs::store as job_store};
 
+/// How long a failed resume of reconnected nodes waits before it is tried again.
+const RESUME_RETRY: Duration = Duration::from_secs(1);
 /// How far back a replica whose bus listener reconnected tells its nodes of canceled jobs again.
 const CANCELS_TOLD_AGAIN_WITHIN: Duration = Duration::from_secs(15 * 60);
 
@@ -508,9 +510,12 @@ async fn take_stored_reply(db: &PgPool, call_id: Uuid) -> Option<Value> {
 
 /// The one writer of jobs and shadows to sockets on this replica: pokes are handled in arrival
 /// order, so a node's jobs are queued to its session in `seq` order.
-async fn delivery_worker(hub: std::sync::Weak<Hub>, mut queue: mpsc::UnboundedReceiver<Delivery>) {
+async fn delivery_worker(weak: std::sync::Weak<Hub>, mut queue: mpsc::UnboundedReceiver<Delivery>) {
+    // Reconnected nodes whose resume failed (the database was away): retried until it works, and
+    // until then their new jobs wait too, so that what was sent before still arrives first.
+    let mut unresumed: HashMap<Uuid, Uuid> = HashMap::new();
     while let Some(first) = queue.recv().await {
-        let Some(hub) = hub.upgrade() else { return };
+        let Some(hub) = weak.upgrade() else { return };
         // Coalesce what is waiting into one round: one query for all poked nodes.
         let mut poked: HashSet<Uuid> = HashSet::new();
         let mut resumes = Vec::new();
@@ -528,13 +533,24 @@ async fn delivery_worker(hub: std::sync::Weak<Hub>, mut queue: mpsc::UnboundedRe
             taken += 1;
             next = if taken < 10_000 { queue.try_recv().ok() } else { None };
         }
-        if !resumes.is_empty() {
-            for (node_id, _) in &resumes {
+        unresumed.extend(resumes);
+        if !unresumed.is_empty() {
+            for node_id in unresumed.keys() {
                 poked.remove(node_id);
                 shadows.remove(node_id);
             }
-            if let Err(err) = resume_nodes(&hub, resumes).await {
-                tracing::warn!(error = %err, "resuming nodes' jobs failed; the periodic resync retries");
+            match resume_nodes(&hub, unresumed.iter().map(|(node, session)| (*node, *session)).collect()).await {
+                Ok(()) => unresumed.clear(),
+                Err(err) => {
+                    tracing::warn!(error = %err, nodes = unresumed.len(), "resuming nodes' jobs failed; retrying");
+                    let weak = weak.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RESUME_RETRY).await;
+                        if let Some(hub) = weak.upgrade() {
+                            hub.deliver_jobs(Vec::new());
+                        }
+                    });
+                }
             }
         }
         if !shadows.is_empty()

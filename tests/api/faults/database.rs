@@ -20,7 +20,7 @@ use crate::{
     agent::{job_state, online},
     deployments::{agent_at, publish_flow, wait_state},
     helpers::*,
-    wire::{Wire, create_node},
+    wire::{Wire, create_flow_definition, create_node},
 };
 
 /// How long any request may take while the database is down (the pool waits 3 s for a
@@ -337,4 +337,26 @@ async fn listeners_that_lose_their_connection_catch_up_on_what_they_missed() {
     assert_eq!(holder_wire.recv_type("jobCanceled").await["jobId"], held.to_string(), "the node was never told");
     feed.wait_for("node.delete").await;
     agent.stop().await;
+}
+
+/// A node that comes back while the database cannot hand it its unfinished jobs gets them as
+/// soon as it can, not only at its next reconnect.
+#[tokio::test]
+async fn a_failed_resume_is_retried_until_the_node_has_its_jobs() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner().await;
+    let definition = create_flow_definition(&app, &owner, "Temperature").await;
+    let node = create_node(&app, &owner, "Line1").await;
+    let (mut wire, _) = Wire::connect(&app, &node).await;
+    let sent = command(&app, &owner, &node, definition, "start").await;
+    assert_eq!(wire.recv_type("job").await["id"], sent.to_string());
+    drop(wire);
+
+    // The jobs table is out of reach when the node reconnects, so resuming it fails.
+    let mut db = app.db().await;
+    sqlx::query("ALTER TABLE node_jobs RENAME TO node_jobs_away").execute(&mut db).await.unwrap();
+    let (mut wire, _) = Wire::connect(&app, &node).await;
+    assert!(wire.recv_within(Duration::from_millis(1500)).await.is_none_or(|m| m["type"] != "job"));
+    sqlx::query("ALTER TABLE node_jobs_away RENAME TO node_jobs").execute(&mut db).await.unwrap();
+    assert_eq!(wire.recv_type("job").await["id"], sent.to_string(), "the unfinished job was not sent again");
 }
