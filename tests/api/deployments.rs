@@ -69,6 +69,18 @@ pub(crate) fn agent_at(server: &str, node: &Node, fails: bool, job_duration: Dur
     Agent::spawn(config).unwrap()
 }
 
+/// Crosser's deploy call, verbatim: `POST .../flow/{flowId}/deploy {"edgeNodes": [...]}`.
+pub(crate) async fn crosser_deploy(
+    app: &TestApp,
+    session: &Session,
+    definition: impl std::fmt::Display,
+    flow: impl std::fmt::Display,
+    edge_nodes: Value,
+) -> (StatusCode, Value) {
+    let path = format!("/api/flowdefinitions/{definition}/flow/{flow}/deploy");
+    body(app.post(&path, session).json(&json!({"edgeNodes": edge_nodes})).send().await.unwrap()).await
+}
+
 async fn deployment(app: &TestApp, session: &Session, id: &str) -> Value {
     let (status, value) = body(app.get(&format!("/api/deployments/{id}"), session).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{value}");
@@ -131,14 +143,7 @@ async fn crosser_walk_through_find_by_name_pick_a_version_deploy_to_nodes_found_
     .await;
     let node_id = nodes["items"][0]["id"].as_str().unwrap();
     // Deploy, verbatim.
-    let (status, created) = body(
-        app.post(&format!("/api/flowdefinitions/{definition_id}/flow/{flow_id}/deploy"), &owner)
-            .json(&json!({"edgeNodes": [node_id]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, created) = crosser_deploy(&app, &owner, &definition_id, &flow_id, json!([node_id])).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     assert_eq!(created["counters"]["targeted"], 1);
     let done = wait_state(&app, &owner, created["id"].as_str().unwrap(), "Succeeded").await;
@@ -170,14 +175,7 @@ async fn an_offline_target_gets_its_deploy_when_it_connects() {
     let online = create_node(&app, &owner, "online").await;
     let offline = create_node(&app, &owner, "offline").await;
     let first = agent(&app, &online, false);
-    let (_, created) = body(
-        app.post(&format!("/api/flowdefinitions/{definition}/flow/{}/deploy", flows[0]), &owner)
-            .json(&json!({"edgeNodes": [online.id, offline.id]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, created) = crosser_deploy(&app, &owner, definition, flows[0], json!([online.id, offline.id])).await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -643,14 +641,7 @@ async fn deployments_are_invisible_to_other_organizations_and_need_the_operator_
     let (_, list) = body(app.get("/api/deployments?includeCount=true", &stranger).send().await.unwrap()).await;
     assert_eq!(list["totalCount"], 0);
     // Their deploy of our flow to our node: not found.
-    let (status, value) = body(
-        app.post(&format!("/api/flowdefinitions/{definition}/flow/{}/deploy", flows[0]), &stranger)
-            .json(&json!({"edgeNodes": [node.id]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, value) = crosser_deploy(&app, &stranger, definition, flows[0], json!([node.id])).await;
     assert_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND");
     let viewer = app.member(&owner, "viewer@example.com", "Viewer").await;
     let (_, list) =

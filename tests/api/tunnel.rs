@@ -631,13 +631,7 @@ async fn the_nodes_of_a_replica_that_dies_read_offline_within_the_threshold() {
     // Another replica sweeps the dead one's nodes and says why.
     assert!(
         eventually(Duration::from_secs(8), || async {
-            let reasons: Vec<String> =
-                sqlx::query_scalar("SELECT message FROM events WHERE node_id = $1 AND action = 'node.disconnected'")
-                    .bind(node.id)
-                    .fetch_all(&mut app.db().await)
-                    .await
-                    .unwrap();
-            reasons.iter().any(|m| m.contains("replica"))
+            disconnect_reasons(&app, node.id).await.iter().any(|m| m.contains("replica"))
         })
         .await
     );

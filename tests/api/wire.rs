@@ -53,6 +53,15 @@ pub async fn create_flow_definition(app: &TestApp, session: &Session, name: &str
     value["id"].as_str().unwrap().parse().unwrap()
 }
 
+/// Why the node's connections ended, as its `node.disconnected` events say.
+pub async fn disconnect_reasons(app: &TestApp, node_id: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT message FROM events WHERE node_id = $1 AND action = 'node.disconnected'")
+        .bind(node_id)
+        .fetch_all(&mut app.db().await)
+        .await
+        .unwrap()
+}
+
 pub fn tunnel_url(app: &TestApp) -> String {
     format!("{}/api/tunnel", app.base_url.replacen("http", "ws", 1))
 }

@@ -18,7 +18,7 @@ use sqlx::{Connection, PgConnection};
 use super::{WITHIN, command, postgres::Cluster, wait_jobs};
 use crate::{
     agent::{job_state, online},
-    deployments::{agent_at, publish_flow, wait_state},
+    deployments::{agent_at, crosser_deploy, publish_flow, wait_state},
     helpers::*,
     wire::{Wire, create_flow_definition, create_node},
 };
@@ -119,14 +119,7 @@ async fn postgres_restarted_under_load_answers_503_fast_and_everything_recovers_
     let leaving = create_node(&app, &owner, "Line2").await;
     let (wire, _) = Wire::connect(&app, &leaving).await;
     assert!(eventually(WITHIN, || online(&app, &owner, node.id)).await);
-    let (_, deployment) = body(
-        app.post(&format!("/api/flowdefinitions/{definition}/flow/{}/deploy", flows[0]), &owner)
-            .json(&json!({"edgeNodes": [node.id]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, deployment) = crosser_deploy(&app, &owner, definition, flows[0], json!([node.id])).await;
     wait_state(&app, &owner, deployment["id"].as_str().unwrap(), "Succeeded").await;
 
     let load = Load::start(&[(&app, &owner), (&app, &owner), (&replica, &owner), (&replica, &owner)]);

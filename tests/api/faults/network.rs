@@ -9,9 +9,9 @@ use serde_json::json;
 use super::{WITHIN, command, job_states, proxy::Proxy, wait_jobs};
 use crate::{
     agent::online,
-    deployments::{agent_at, publish_flow, wait_state},
+    deployments::{agent_at, crosser_deploy, publish_flow, wait_state},
     helpers::*,
-    wire::create_node,
+    wire::{create_node, disconnect_reasons},
 };
 
 #[tokio::test]
@@ -23,14 +23,7 @@ async fn a_node_whose_network_is_cut_reads_offline_in_time_and_gets_its_jobs_onc
     let cable = Proxy::start(vec![app.server.as_ref().unwrap().addr]).await;
     let agent = agent_at(&cable.url(), &node, false, Duration::from_millis(20));
     assert!(eventually(WITHIN, || online(&app, &owner, node.id)).await);
-    let (_, deployment) = body(
-        app.post(&format!("/api/flowdefinitions/{definition}/flow/{}/deploy", flows[0]), &owner)
-            .json(&json!({"edgeNodes": [node.id]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, deployment) = crosser_deploy(&app, &owner, definition, flows[0], json!([node.id])).await;
     wait_state(&app, &owner, deployment["id"].as_str().unwrap(), "Succeeded").await;
 
     cable.cut();
@@ -53,12 +46,7 @@ async fn a_node_whose_network_is_cut_reads_offline_in_time_and_gets_its_jobs_onc
     assert_eq!((agent.executions(lost_in_transit), agent.executions(queued)), (1, 1));
     assert!(online(&app, &owner, node.id).await);
     assert_eq!(agent.status().connections, 2, "the agent noticed the silence and reconnected once");
-    let reasons: Vec<String> =
-        sqlx::query_scalar("SELECT message FROM events WHERE node_id = $1 AND action = 'node.disconnected'")
-            .bind(node.id)
-            .fetch_all(&mut app.db().await)
-            .await
-            .unwrap();
+    let reasons = disconnect_reasons(&app, node.id).await;
     assert!(reasons.iter().any(|r| r.contains("no heartbeat")), "{reasons:?}");
     agent.stop().await;
 }
