@@ -159,13 +159,13 @@ impl Pending {
                 reports.clear();
             }
         }
-        while let Some(event) = self.events.front() {
-            let stored = match db.acquire().await {
-                Ok(mut conn) => event.record(&mut conn).await.map(drop),
-                Err(err) => Err(err),
-            };
-            settle(stored, "a node event")?;
-            self.events.pop_front();
+        if !self.events.is_empty() {
+            // One connection for the round's events; failing to get one means the database is away.
+            let mut conn = db.acquire().await?;
+            while let Some(event) = self.events.front() {
+                settle(event.record(&mut conn).await.map(drop), "a node event")?;
+                self.events.pop_front();
+            }
         }
         for done in self.flushes.drain(..) {
             let _ = done.send(());
