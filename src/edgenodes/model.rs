@@ -140,7 +140,7 @@ pub fn parse_label_filter(text: &str) -> Result<Vec<(String, String)>, ApiError>
     Ok(pairs)
 }
 
-pub use crate::http::validate::{check_description, clean_description};
+pub use crate::http::validate::clean_description;
 
 /// A new edge node (Crosser's call: `name`, `organizationId`, `type`).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -170,7 +170,7 @@ impl NewEdgeNode {
             check_labels(&mut checks, "labels", labels);
         }
         if let Some(description) = &self.description {
-            check_description(&mut checks, "description", description);
+            checks.description("description", description);
         }
         checks.finish()
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     model::{
         CreatedEdgeNode, EdgeNode, EdgeNodePatch, NAME_MAX, NewEdgeNode, RegisterEdgeNode, RegisteredEdgeNode,
-        RotatedAccessKey, check_description, check_labels, clean_description, parse_label_filter,
+        RotatedAccessKey, check_labels, clean_description, parse_label_filter,
     },
     store::{self, NewNode, NodeChanges},
 };
@@ -207,7 +207,7 @@ async fn patch_node(
         check_labels(&mut checks, "labels", labels);
     }
     if let Some(Some(description)) = &description {
-        check_description(&mut checks, "description", description);
+        checks.description("description", description);
     }
     checks.finish()?;
     if fields.is_empty() {

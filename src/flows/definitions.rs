@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
-    model::{FlowDefinition, FlowDefinitionPatch, NAME_MAX, NewFlowDefinition, check_description, clean_description},
+    model::{FlowDefinition, FlowDefinitionPatch, NAME_MAX, NewFlowDefinition, clean_description},
     store::{self, DefinitionRow, Lock},
 };
 use crate::{
@@ -209,7 +209,7 @@ async fn patch_definition(
         checks.text("name", name, NAME_MAX);
     }
     if let Some(Some(description)) = &description {
-        check_description(&mut checks, "description", description);
+        checks.description("description", description);
     }
     checks.finish()?;
     let mut fields = Vec::new();

@@ -17,7 +17,7 @@ use crate::http::{
 pub const NAME_MAX: usize = 200;
 pub use crate::http::validate::DESCRIPTION_MAX;
 
-pub use crate::http::validate::{check_description, clean_description};
+pub use crate::http::validate::clean_description;
 
 text_schema!(
     /// The name of a flow definition or draft.
@@ -229,7 +229,7 @@ impl NewFlowDefinition {
         let mut checks = Checks::new();
         checks.text("name", &self.name, NAME_MAX);
         if let Some(description) = &self.description {
-            check_description(&mut checks, "description", description);
+            checks.description("description", description);
         }
         checks.finish()
     }

@@ -15,7 +15,7 @@ use super::{
     content,
     definitions::flow_event,
     drafts::{check_if_match, etag},
-    model::{FlowVersion, FlowVersionSummary, PublishDraft, check_description, clean_description},
+    model::{FlowVersion, FlowVersionSummary, PublishDraft, clean_description},
     resource_refs::{self, Readiness},
     store::{self, Lock, NewVersion, VersionRow},
 };
@@ -85,7 +85,7 @@ async fn publish_draft(
 ) -> ApiResult<Response> {
     let mut checks = Checks::new();
     if let Some(description) = &body.description {
-        check_description(&mut checks, "description", description);
+        checks.description("description", description);
     }
     checks.finish()?;
     let mut tx = state.db.begin().await?;

@@ -16,11 +16,6 @@ pub fn json_has_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-/// For the domains' models: the description check as a function.
-pub fn check_description(checks: &mut Checks, field: &str, value: &str) {
-    checks.description(field, value);
-}
-
 /// A trimmed description, with an empty one meaning none.
 pub fn clean_description(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())

@@ -326,14 +326,14 @@ pub fn default_scopes() -> Vec<String> {
     ["openid", "email", "profile"].map(String::from).to_vec()
 }
 
-pub use crate::http::validate::{check_description, clean_description};
+pub use crate::http::validate::clean_description;
 
 impl NewOrganization {
     pub fn check(&self) -> Result<(), ApiError> {
         let mut checks = Checks::new();
         checks.text("name", &self.name, NAME_MAX);
         if let Some(description) = &self.description {
-            check_description(&mut checks, "description", description);
+            checks.description("description", description);
         }
         checks.finish()
     }

@@ -13,7 +13,7 @@ use super::{
     model::{
         IdentityProvider, IdentityProviderPatch, IdentityProviderSecrets, Member, MemberPatch, NAME_MAX,
         NewIdentityProvider, NewMember, NewOrganization, Organization, OrganizationPatch, check_client_id,
-        check_description, check_issuer_url, check_scopes, clean_description, default_scopes,
+        check_issuer_url, check_scopes, clean_description, default_scopes,
     },
     store::{self, IdentityProviderChanges, NewIdentityProviderRow, Viewer},
 };
@@ -185,7 +185,7 @@ async fn patch_organization(
         checks.text("name", name, NAME_MAX);
     }
     if let Some(Some(description)) = &description {
-        check_description(&mut checks, "description", description);
+        checks.description("description", description);
     }
     checks.finish()?;
     let changed: Vec<&str> = [("name", name.is_some()), ("description", description.is_some())]

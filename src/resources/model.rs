@@ -233,7 +233,7 @@ impl NewResource {
         check_category(&mut checks, "category", &self.category);
         check_path_for(&mut checks, self.resource_type, self.path.as_deref());
         if let Some(description) = &self.description {
-            check_description(&mut checks, "description", description);
+            checks.description("description", description);
         }
         checks.finish()
     }
@@ -555,7 +555,7 @@ pub fn check_path_for(checks: &mut Checks, resource_type: ResourceType, path: Op
     }
 }
 
-pub use crate::http::validate::{check_description, clean_description};
+pub use crate::http::validate::clean_description;
 
 /// The file name a download is offered as: the last segment of the resource's path, else its
 /// name.

@@ -8,10 +8,7 @@ use uuid::Uuid;
 
 use super::{
     cleanup, content,
-    model::{
-        NAME_MAX, NewResource, Resource, ResourcePatch, check_category, check_description, check_path_for,
-        clean_description,
-    },
+    model::{NAME_MAX, NewResource, Resource, ResourcePatch, check_category, check_path_for, clean_description},
     references,
     store::{self, NewResourceRow, ResourceFields, ResourceRow},
     uploads, versions,
@@ -195,7 +192,7 @@ async fn patch_resource(
     check_category(&mut checks, "category", category);
     check_path_for(&mut checks, resource_type, path);
     if let Some(description) = description {
-        check_description(&mut checks, "description", description);
+        checks.description("description", description);
     }
     checks.finish()?;
 

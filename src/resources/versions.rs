@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{
     cleanup,
     content::{check_max_size, ensure_draft},
-    model::{NewVersion, ResourceVersion, VersionState, VersionUpdate, check_description, clean_description},
+    model::{NewVersion, ResourceVersion, VersionState, VersionUpdate, clean_description},
     references,
     routes::resource_event,
     store::{self, VersionRow},
@@ -66,7 +66,7 @@ async fn create_version(
 ) -> ApiResult<(StatusCode, Json<ResourceVersion>)> {
     let mut checks = Checks::new();
     if let Some(description) = &body.description {
-        check_description(&mut checks, "description", description);
+        checks.description("description", description);
     }
     checks.finish()?;
     check_max_size(&state, size_of(body.size_in_bytes))?;
@@ -200,7 +200,7 @@ async fn put_version(
 ) -> ApiResult<(HeaderMap, Json<ResourceVersion>)> {
     let mut checks = Checks::new();
     if let Some(description) = &body.description {
-        check_description(&mut checks, "description", description);
+        checks.description("description", description);
     }
     checks.finish()?;
     let mut tx = state.db.begin().await?;
