@@ -81,15 +81,7 @@ struct StreamParams;
 impl utoipa::IntoParams for StreamParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         let string = || ObjectBuilder::new().schema_type(Type::String);
-        let query = |name: &str, description: &str, schema: ObjectBuilder| {
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(description))
-                .schema(Some(schema))
-                .build()
-        };
+        let query = list::query_parameter;
         vec![
             query(
                 "since",

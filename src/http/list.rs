@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult, FieldError};
 mod params;
 
 pub(crate) use params::list_params;
-pub use params::{filter_parameter, parameters};
+pub use params::{filter_parameter, parameters, query_parameter};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 1000;

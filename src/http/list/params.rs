@@ -66,7 +66,8 @@ pub fn parameters(spec: &ListSpec) -> Vec<Parameter> {
     ]
 }
 
-fn query_parameter(name: &str, description: &str, schema: impl Into<Schema>) -> Parameter {
+/// One optional query parameter with this schema.
+pub fn query_parameter(name: &str, description: &str, schema: impl Into<Schema>) -> Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Query)
